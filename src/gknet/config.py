@@ -1,0 +1,207 @@
+"""Frozen dataclass configs and strict YAML loading.
+
+A config file has up to three sections, ``model``, ``train`` and ``data``; every key
+must be a field of the matching dataclass, so a typo fails loudly instead of being
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gknet.errors import GknetError
+
+
+class ConfigError(GknetError):
+    """A config file or dict that does not describe a valid configuration."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # U-Net backbone: one encoder level per width; level i runs at stride 2**i.
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    norm: str = "batch"  # batch | group | none
+    # Long-distance Reference Extractor (transformer over the deepest encoder map).
+    lre_layers: int = 2
+    lre_heads: int = 4
+    lre_dim: int = 0  # token width; 0 = the deepest encoder width
+    lre_mlp_ratio: float = 2.0
+    lre_pos: str = "sinusoidal"  # sinusoidal | learned (learned grid is resized to any token grid)
+    # Kernel Prediction Blocks: one per modulated decoder level, counted from the deepest.
+    kpb_levels: int = 4
+    kernel_size: int = 3  # N, the harmony kernel is N x N per channel and pixel
+    scf_groups: int = 8  # n in Eq. 2; each width must be divisible by it (m = C / n)
+    # Ablation switches (paper Table 4).
+    use_kpb: bool = True
+    use_lre: bool = True
+    use_scf: bool = True
+
+    @property
+    def stride(self) -> int:
+        """Input sizes are padded to a multiple of this."""
+        return 2 ** (len(self.widths) - 1)
+
+    def __post_init__(self) -> None:
+        if len(self.widths) < 2 or any(w <= 0 for w in self.widths):
+            raise ConfigError(f"model.widths must list at least two positive widths, got {self.widths}")
+        if self.norm not in ("batch", "group", "none"):
+            raise ConfigError(f"model.norm must be batch, group or none, got {self.norm!r}")
+        if self.lre_pos not in ("sinusoidal", "learned"):
+            raise ConfigError(f"model.lre_pos must be sinusoidal or learned, got {self.lre_pos!r}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ConfigError(f"model.kernel_size must be odd and positive, got {self.kernel_size}")
+        if not 1 <= self.kpb_levels <= len(self.widths):
+            raise ConfigError(
+                f"model.kpb_levels must be between 1 and {len(self.widths)}, got {self.kpb_levels}"
+            )
+        if (self.use_lre or self.use_scf) and not self.use_kpb:
+            raise ConfigError("model.use_lre and model.use_scf need model.use_kpb (paper Table 4)")
+        if self.use_lre:
+            dim = self.lre_dim or self.widths[-1]
+            if dim % self.lre_heads:
+                raise ConfigError(f"LRE width {dim} is not divisible by lre_heads={self.lre_heads}")
+        if self.use_scf:
+            bad = [w for w in self.widths if w % self.scf_groups]
+            if bad:
+                raise ConfigError(f"model.scf_groups={self.scf_groups} does not divide widths {bad}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # synthetic | iharmony4 | folder
+    root: str = "../shared/data/photos"
+    subsets: tuple[str, ...] = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
+    val_fraction: float = 0.1
+    val_size: int = 0  # validation images used during training; 0 = the whole split
+    seed: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in ("synthetic", "iharmony4", "folder"):
+            raise ConfigError(f"data.source must be synthetic, iharmony4 or folder, got {self.source!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    image_size: int = 256
+    batch_size: int = 16  # global batch size (split over DDP ranks)
+    epochs: int = 120
+    max_steps: int = 0  # stop after this many optimiser steps; 0 = run all epochs
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
+    a_min: float = 100.0  # Eq. 7
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # random-resized-crop area range
+    hflip: bool = True
+    val_every: int = 0  # validate every this many steps; 0 = once per epoch
+    ckpt_every: int = 0  # periodic checkpoint every this many steps; 0 = once per epoch
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"train.schedule must be constant or cosine, got {self.schedule!r}")
+        if self.image_size <= 0 or self.batch_size <= 0:
+            raise ConfigError("train.image_size and train.batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert YAML values to the annotated type (lists -> tuples) with clear errors."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if item is None and len(args) != len(value):
+            raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}")
+        types_ = [item] * len(value) if item is not None else list(args)
+        pairs = enumerate(zip(value, types_, strict=True))
+        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in pairs)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if annotation in (int, float, str, bool) and not (
+        isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{where} must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        allowed = ", ".join(sorted(names))
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {allowed})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain JSON/YAML-friendly dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file into a frozen ``Config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return from_dict(Config, data, where=path.name)
+
+
+def override(cfg: Config, assignments: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides (value parsed as YAML) to a config."""
+    data = to_dict(cfg)
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in data:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=3e-4")
+        if name not in data[section]:
+            raise ConfigError(f"unknown key in override {item!r}: {section} has no {name!r}")
+        data[section][name] = yaml.safe_load(raw)
+    return from_dict(Config, data)

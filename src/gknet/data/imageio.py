@@ -1,0 +1,126 @@
+"""The single place that opens, converts, validates and writes images and masks.
+
+Conversions (documented for users):
+- composites/targets: EXIF orientation applied; grayscale, palette, RGBA (alpha dropped),
+  CMYK and 16-bit images are converted to 8-bit RGB.
+- masks: converted to one channel in [0, 255]. An RGBA mask uses its alpha channel when
+  the alpha is not constant, otherwise its colour; RGB masks are converted to luminance;
+  16-bit masks are rescaled to 8 bits. Soft values are kept (they act as alpha).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gknet.errors import GknetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _open(path: str | Path) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise GknetError(f"file not found: {path}")
+    if path.is_dir():
+        raise GknetError(f"expected an image file but got a directory: {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise GknetError(f"cannot read image {path}: {exc}") from None
+    return ImageOps.exif_transpose(img)
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer and float single-channel images -> 8-bit 'L'."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
+        return Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 1.0 if arr.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return img
+
+
+def rgb_image(img: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit RGB (alpha dropped, CMYK/gray/16-bit converted)."""
+    img = _to_8bit(img)
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        return img.convert("RGB")
+    return img.convert("RGB")
+
+
+def mask_image(img: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit single-channel mask ('L')."""
+    img = _to_8bit(img)
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA") if img.mode != "LA" else img
+        alpha = img.getchannel("A")
+        lo, hi = alpha.getextrema()
+        if lo != hi:
+            return alpha
+        img = img.convert("RGB")
+    return img.convert("L")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as 8-bit RGB, raising GknetError with the path on any failure."""
+    return rgb_image(_open(path))
+
+
+def load_mask(path: str | Path) -> Image.Image:
+    """Open a mask file as an 8-bit single-channel image (255 = foreground)."""
+    return mask_image(_open(path))
+
+
+def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``img`` to ``path`` through a temporary file and an atomic rename.
+
+    Refuses to replace an existing file unless ``overwrite``; the format follows the suffix.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise GknetError(f"output exists: {path} (pass --overwrite to replace it)")
+    if path.is_dir():
+        raise GknetError(f"output path is a directory: {path}")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=parent)
+    except OSError as exc:
+        raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fmt = Image.registered_extensions().get(path.suffix.lower())
+            if fmt is None:
+                raise GknetError(f"unknown image format for output {path} (use .png or .jpg)")
+            params = {"quality": 95} if fmt == "JPEG" else {}
+            img.save(fh, format=fmt, **params)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    return path
+
+
+def to_tensor_image(img: Image.Image):
+    """8-bit RGB or L PIL image -> float32 torch tensor [C, H, W] in [0, 1]."""
+    import torch
+
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr))
