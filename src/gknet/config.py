@@ -141,8 +141,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         types_ = [item] * len(value) if item is not None else list(args)
         pairs = enumerate(zip(value, types_, strict=True))
         return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in pairs)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if annotation is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # PyYAML reads "3e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
     if origin in (typing.Union, types.UnionType):
         return value
     if annotation in (int, float, str, bool) and not (

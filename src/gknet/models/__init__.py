@@ -1,0 +1,20 @@
+"""Model construction: one function turns a config into a ready model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gknet.config import ModelConfig, load_config
+from gknet.models.gknet import GKNet
+
+__all__ = ["GKNet", "build_model", "model_from_config_file"]
+
+
+def build_model(cfg: ModelConfig) -> GKNet:
+    """GKNet (or, with ``use_kpb=False``, the plain U-Net baseline) for ``cfg``."""
+    return GKNet(cfg)
+
+
+def model_from_config_file(path: str | Path) -> GKNet:
+    """Randomly initialised model from the ``model`` section of a YAML config file."""
+    return build_model(load_config(path).model)

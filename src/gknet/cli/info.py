@@ -1,0 +1,34 @@
+"""``gknet info``: parameters per component, MACs at 256x256 and the config."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="model size and cost for a config file")
+    p.add_argument("--config", required=True, help="YAML config file (its model section is used)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gknet.config import load_config, to_dict
+    from gknet.model_info import model_info
+
+    cfg = load_config(args.config)
+    info = model_info(cfg.model)
+    info["config"] = to_dict(cfg.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"config: {args.config}")
+    print(f"{'component':<12}{'params':>14}")
+    for name, n in info["components"].items():
+        print(f"{name:<12}{n:>14,}")
+    print(f"{'total':<12}{info['params']:>14,}")
+    print(f"MACs at 256x256: {info['macs_256'] / 1e9:.2f} G")
+    print("model config:")
+    for key, value in info["config"].items():
+        print(f"  {key}: {value}")
+    return 0

@@ -1,0 +1,50 @@
+"""Kernel Prediction Block (paper Eq. 1): K^l, F_KPB^l = KPBlock(F_E^l, F_KPB^{l-1})."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gknet.models.scf import SCF, ConcatFusion
+from gknet.models.unet import norm_layer
+
+
+class KPBlock(nn.Module):
+    """Fuse (SCF or concat+conv), refine (conv-norm-ReLU) -> F_KPB^l, predict K^l = Conv(F_KPB^l).
+
+    The kernel head is a 1x1 conv to C * N^2 maps, reshaped to [B, C, N^2, H, W]. Its output
+    is added to the identity kernel (1 at the window centre) so that an untrained block
+    passes decoder features through unchanged and training learns the deviation from identity.
+    """
+
+    def __init__(
+        self, channels: int, prev_channels: int, out_channels: int, kernel_size: int, norm: str,
+        use_scf: bool, scf_groups: int,
+    ):
+        super().__init__()
+        self.fusion = (
+            SCF(channels, prev_channels, scf_groups, kernel_size)
+            if use_scf
+            else ConcatFusion(channels, prev_channels)
+        )
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, channels),
+            nn.ReLU(inplace=True),
+        )
+        self.out_channels = out_channels
+        self.taps = kernel_size * kernel_size
+        self.head = nn.Conv2d(channels, out_channels * self.taps, 1)
+        with torch.no_grad():  # start near the identity kernel
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
+        identity = torch.zeros(self.taps)
+        identity[self.taps // 2] = 1.0
+        self.register_buffer("identity", identity.view(1, 1, self.taps, 1, 1), persistent=False)
+
+    def forward(self, f_e: torch.Tensor, f_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        fused, weights = self.fusion(f_e, f_prev)
+        f_kpb = self.body(fused)
+        b, _, h, w = f_kpb.shape
+        kernels = self.head(f_kpb).view(b, self.out_channels, self.taps, h, w) + self.identity
+        return kernels, f_kpb, weights

@@ -1,0 +1,58 @@
+"""U-Net building blocks shared by GKNet and the ablation baseline (a plain U-Net)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 conv -> norm -> ReLU layers."""
+
+    def __init__(self, cin: int, cout: int, norm: str):
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Encoder(nn.Module):
+    """Level i (width ``widths[i]``) runs at stride 2**i; returns the features of every level."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], norm: str):
+        super().__init__()
+        chans = (in_channels, *widths)
+        self.levels = nn.ModuleList(ConvBlock(chans[i], chans[i + 1], norm) for i in range(len(widths)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, level in enumerate(self.levels):
+            x = level(x if i == 0 else F.max_pool2d(x, 2))
+            feats.append(x)
+        return feats
+
+
+class UpBlock(nn.Module):
+    """Decoder step: upsample x2, concatenate the encoder skip, ConvBlock."""
+
+    def __init__(self, cin: int, cskip: int, cout: int, norm: str):
+        super().__init__()
+        self.reduce = nn.Conv2d(cin, cout, 1)
+        self.block = ConvBlock(cout + cskip, cout, norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(self.reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.block(torch.cat([x, skip], dim=1))

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from gknet.ops import kernel_modulation, kernel_modulation_unfold
+
+
+def naive_modulation(features, kernels):
+    """Per-pixel loop straight from Eq. 6, zero padding, row-major kernel index."""
+    b, c, h, w = features.shape
+    n = int(round(kernels.shape[2] ** 0.5))
+    r = n // 2
+    out = torch.zeros_like(features)
+    for y in range(h):
+        for x in range(w):
+            for k in range(n * n):
+                dy, dx = divmod(k, n)
+                qy, qx = y + dy - r, x + dx - r
+                if 0 <= qy < h and 0 <= qx < w:
+                    out[:, :, y, x] += kernels[:, :, k, y, x] * features[:, :, qy, qx]
+    return out
+
+
+@pytest.mark.parametrize("n,h,w", [(1, 4, 5), (3, 7, 9), (5, 6, 11), (7, 9, 8)])
+def test_matches_naive_loop(n, h, w):
+    f = torch.randn(2, 3, h, w)
+    k = torch.randn(2, 3, n * n, h, w)
+    expected = naive_modulation(f, k)
+    torch.testing.assert_close(kernel_modulation(f, k), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kernel_modulation(f, k, chunk_rows=2), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kernel_modulation_unfold(f, k), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_index_zero_is_top_left_neighbour():
+    f = torch.zeros(1, 1, 3, 3)
+    f[0, 0, 0, 0] = 5.0  # top-left pixel
+    k = torch.zeros(1, 1, 9, 3, 3)
+    k[0, 0, 0, 1, 1] = 2.0  # centre pixel looks at its top-left neighbour
+    assert kernel_modulation(f, k)[0, 0, 1, 1].item() == 10.0
+
+
+def test_identity_kernel_returns_features():
+    f = torch.randn(2, 4, 5, 6)
+    k = torch.zeros(2, 4, 9, 5, 6)
+    k[:, :, 4] = 1
+    torch.testing.assert_close(kernel_modulation(f, k), f)
+
+
+def test_gradcheck_float64():
+    f = torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 2, 9, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(kernel_modulation, (f, k))
+    assert torch.autograd.gradcheck(lambda a, b: kernel_modulation(a, b, chunk_rows=2), (f, k))
+
+
+def test_rejects_mismatched_shapes():
+    with pytest.raises(ValueError):
+        kernel_modulation(torch.randn(1, 2, 4, 4), torch.randn(1, 2, 8, 4, 4))
+    with pytest.raises(ValueError):
+        kernel_modulation(torch.randn(1, 2, 4, 4), torch.randn(1, 3, 9, 4, 4))
