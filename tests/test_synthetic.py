@@ -1,0 +1,156 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gknet.cli import main
+from gknet.data.synthetic import (
+    FAMILIES,
+    SyntheticComposites,
+    is_validation,
+    perturb_foreground,
+)
+from gknet.errors import GknetError
+from tests.conftest import require_shared
+
+
+def _scene(size=48, seed=0):
+    """A colourful textured image and a blob mask covering about a quarter of it."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    smooth = torch.stack([0.2 + 0.6 * xx, 0.7 - 0.5 * yy, 0.3 + 0.4 * xx * yy])
+    image = (smooth + 0.08 * torch.rand(3, size, size, generator=g)).clamp(0, 1)
+    mask = (((yy - 0.5) ** 2 + (xx - 0.45) ** 2) < 0.08).float()[None]
+    return image, mask
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_changes_the_foreground_only(family):
+    image, mask = _scene()
+    fg = mask[0] > 0.5
+    for seed in range(4):
+        composite, info = perturb_foreground(image, mask, np.random.default_rng(seed), families=[family])
+        assert info["families"] == [family]
+        assert torch.equal(composite[:, ~fg], image[:, ~fg])
+        change = (composite - image).abs()[:, fg].mean().item()
+        assert change > 0.005, f"{family} seed {seed}: mean change {change:.4f}"
+        assert composite.min() >= 0 and composite.max() <= 1
+
+
+def test_color_transfer_moves_towards_the_reference():
+    image, mask = _scene()
+    fg = mask[0] > 0.5
+    reference = torch.tensor([0.1, 0.2, 0.6]).view(3, 1, 1).expand(3, 8, 8) + 0.05 * torch.rand(3, 8, 8)
+    composite, _ = perturb_foreground(image, mask, np.random.default_rng(0), reference, ["color_transfer"])
+    before = (image[:, fg].mean(1) - reference.mean((1, 2))).abs().sum()
+    after = (composite[:, fg].mean(1) - reference.mean((1, 2))).abs().sum()
+    assert after < 0.7 * before
+
+
+def test_random_families_are_one_to_three_and_background_is_exact():
+    image, mask = _scene(seed=1)
+    counts = set()
+    for seed in range(40):
+        composite, info = perturb_foreground(image, mask, np.random.default_rng(seed))
+        counts.add(len(info["families"]))
+        assert set(info["families"]) <= set(FAMILIES)
+        assert torch.equal(composite[:, mask[0] <= 0.5], image[:, mask[0] <= 0.5])
+    assert counts == {1, 2, 3}
+
+
+def test_same_generator_same_composite_and_bad_input():
+    image, mask = _scene()
+    a, _ = perturb_foreground(image, mask, np.random.default_rng(3))
+    b, _ = perturb_foreground(image, mask, np.random.default_rng(3))
+    assert torch.equal(a, b)
+    empty, _ = perturb_foreground(image, torch.zeros_like(mask), np.random.default_rng(0))
+    assert torch.equal(empty, image)
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturb_foreground(image, mask, np.random.default_rng(0), families=["sepia"])
+    with pytest.raises(ValueError, match="mask must be"):
+        perturb_foreground(image, mask[:, :10], np.random.default_rng(0))
+
+
+def test_split_is_a_seeded_name_hash():
+    name = "image_100005"
+    u = int.from_bytes(hashlib.sha1(f"7:{name}".encode()).digest()[:8], "big") / 2**64
+    assert is_validation(name, 7, 0.1) == (u < 0.1)
+    assert is_validation(name, 7, u + 1e-9) and not is_validation(name, 7, u - 1e-9)
+
+
+def _photos():
+    return require_shared("data", "photos")
+
+
+def test_split_is_disjoint_and_about_val_fraction():
+    root = _photos()
+    train = SyntheticComposites(root, "train")
+    val = SyntheticComposites(root, "val")
+    assert not set(train.names) & set(val.names)
+    total = len(train) + len(val)
+    assert total == len(list((root / "images").glob("*.jpg")))
+    assert 0.08 < len(val) / total < 0.12
+
+
+def _check_item(item, size):
+    comp, mask, target = item["composite"], item["mask"], item["target"]
+    assert comp.shape == target.shape == (3, size, size) and mask.shape == (1, size, size)
+    assert comp.dtype == mask.dtype == target.dtype == torch.float32
+    assert set(mask.unique().tolist()) == {0.0, 1.0}  # keeps both object and background
+    bg = mask[0] == 0
+    assert torch.equal(comp[:, bg], target[:, bg])
+
+
+def test_validation_items_are_fixed_across_instances():
+    a = SyntheticComposites(_photos(), "val", image_size=64, limit=4)
+    b = SyntheticComposites(_photos(), "val", image_size=64, limit=4)
+    b.set_epoch(5)  # epochs do not affect validation
+    for i in range(4):
+        x, y = a[i], b[i]
+        _check_item(x, 64)
+        assert x["name"] == y["name"]
+        for key in ("composite", "mask", "target"):
+            assert torch.equal(x[key], y[key])
+    assert any(not torch.equal(a[i]["composite"], a[i]["target"]) for i in range(4))
+
+
+def test_train_items_depend_on_seed_epoch_index_only():
+    a = SyntheticComposites(_photos(), "train", image_size=64, limit=6)
+    b = SyntheticComposites(_photos(), "train", image_size=64, limit=6)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    for i in (0, 5):
+        assert torch.equal(a[i]["composite"], b[i]["composite"])
+        assert torch.equal(a[i]["target"], b[i]["target"])
+    first = [a[i]["composite"] for i in range(6)]
+    a.set_epoch(3)
+    assert sum(not torch.equal(x, a[i]["composite"]) for i, x in enumerate(first)) >= 5
+
+
+def test_train_crops_keep_foreground_and_background():
+    ds = SyntheticComposites(_photos(), "train", image_size=48, crop_scale=(0.08, 0.2), limit=30)
+    for i in range(len(ds)):
+        _check_item(ds[i], 48)
+
+
+def test_missing_folders_raise_a_clear_error(tmp_path):
+    with pytest.raises(GknetError, match="images/ and masks/"):
+        SyntheticComposites(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.jpg")
+    with pytest.raises(GknetError, match="no photo"):
+        SyntheticComposites(tmp_path)
+
+
+def test_cli_writes_a_preview_grid(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    args = ["synth", "--root", str(_photos()), "--split", "val", "--n", "3", "--size", "40"]
+    assert main([*args, "--preview", "-o", str(out), "--stats"]) == 0
+    grid = Image.open(out)
+    assert grid.size == (80 + 3 * 42, 3 * 42)
+    assert "fMSE" in capsys.readouterr().out
+    assert main([*args, "--preview", "-o", str(out)]) == 2  # never overwrites silently
+    assert main(args) == 2  # nothing asked
