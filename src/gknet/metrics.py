@@ -1,4 +1,4 @@
-"""Harmonization metrics (DoveNet / iDIH protocol), per image.
+"""Harmonization metrics (DoveNet / iDIH protocol), per image, and their aggregation.
 
 All inputs are on the 0-255 scale. Definitions, for one image with foreground mask M
 (boolean, H x W) and difference d = clamp(pred, 0, 255) - target:
@@ -51,3 +51,49 @@ def fg_bucket(ratio: float) -> str:
         if lo <= ratio < hi:
             return name
     raise ValueError(f"foreground ratio {ratio} is outside [0, 1]")
+
+
+def mean_metrics(rows: list[dict], keys: tuple[str, ...] = ("mse", "psnr", "fmse")) -> dict:
+    """``{"n": len(rows), key: plain mean over rows}``; the means are None when rows is empty."""
+    n = len(rows)
+    return {"n": n, **{k: (sum(float(r[k]) for r in rows) / n if n else None) for k in keys}}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Table 1 and Table 2 aggregates of per-image rows (keys subset, mse, psnr, fmse, fg_ratio).
+
+    ``subsets``: per subset, in order of first appearance; ``all``: the mean over every
+    image (not a mean of subset means); ``fg_ratio``: every Table 2 bucket (MSE and fMSE).
+    """
+    subsets = list(dict.fromkeys(r["subset"] for r in rows))
+    return {
+        "subsets": {s: mean_metrics([r for r in rows if r["subset"] == s]) for s in subsets},
+        "all": mean_metrics(rows),
+        "fg_ratio": {
+            name: mean_metrics([r for r in rows if fg_bucket(float(r["fg_ratio"])) == name], ("mse", "fmse"))
+            for name, _, _ in FG_BUCKETS
+        },
+    }
+
+
+def ratio_to_reference(summary: dict, reference: dict) -> dict:
+    """Per group of two :func:`summarize` results: MSE and fMSE ratios, PSNR gain in dB.
+
+    A ratio is None when a mean is missing or the reference mean is 0.
+    """
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    def compare(group: dict, ref: dict) -> dict:
+        out = {"mse_ratio": ratio(group["mse"], ref["mse"]), "fmse_ratio": ratio(group["fmse"], ref["fmse"])}
+        if "psnr" in group:
+            gain = group["psnr"] - ref["psnr"] if group["psnr"] is not None else None
+            out["psnr_gain"] = gain
+        return out
+
+    return {
+        "subsets": {s: compare(g, reference["subsets"][s]) for s, g in summary["subsets"].items()},
+        "all": compare(summary["all"], reference["all"]),
+        "fg_ratio": {b: compare(g, reference["fg_ratio"][b]) for b, g in summary["fg_ratio"].items()},
+    }
