@@ -12,18 +12,85 @@ pixels -- and accumulate ``K[:, :, k] * shifted(F)`` into the output in place. E
 copy is a view into one zero-padded copy of F, so a call needs:
 
 - output: B*C*H*W values, padded features: B*C*(H+N-1)*(W+N-1) values,
-- one product temporary of B*C*h*W values, where h = H, or ``chunk_rows`` when chunking.
 
-That is about 3x the feature map (float32: 12 bytes per feature value) against
-(N*N + 1)x for unfold. Under autograd the views add nothing; the backward pass saves only
-F (padded) and K, which are needed anyway. ``chunk_rows`` processes bands of output rows
-to bound the temporary for very large maps (inference at high resolution).
+That is about 2x the feature map (the products are accumulated in place with ``addcmul_``)
+against (N*N + 1)x for unfold. Training saves only F and K, which exist anyway; the
+backward pass writes dK once and accumulates dF in one padded buffer. ``chunk_rows``
+processes bands of output rows (inference at high resolution).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def _check(features: torch.Tensor, kernels: torch.Tensor) -> int:
+    """Validate shapes; return N."""
+    if features.dim() != 4 or kernels.dim() != 5:
+        raise ValueError(
+            f"expected features [B,C,H,W] and kernels [B,C,N*N,H,W], got {tuple(features.shape)} "
+            f"and {tuple(kernels.shape)}"
+        )
+    b, c, h, w = features.shape
+    n = int(round(kernels.shape[2] ** 0.5))
+    if n * n != kernels.shape[2] or n % 2 == 0 or kernels.shape[:2] != (b, c) or kernels.shape[3:] != (h, w):
+        raise ValueError(
+            f"kernels {tuple(kernels.shape)} do not match features {tuple(features.shape)} "
+            "with an odd N x N window"
+        )
+    return n
+
+
+def _forward(features: torch.Tensor, kernels: torch.Tensor, n: int, chunk_rows: int | None) -> torch.Tensor:
+    r = n // 2
+    h, w = features.shape[-2:]
+    padded = F.pad(features, (r, r, r, r))
+    rows = h if not chunk_rows or chunk_rows >= h else chunk_rows
+    out = torch.empty_like(features)
+    for y0 in range(0, h, rows):
+        y1 = min(y0 + rows, h)
+        band = out[:, :, y0:y1]
+        for k in range(n * n):
+            dy, dx = divmod(k, n)
+            shifted = padded[:, :, y0 + dy : y1 + dy, dx : dx + w]
+            if k == 0:
+                torch.mul(kernels[:, :, k, y0:y1], shifted, out=band)
+            else:
+                band.addcmul_(kernels[:, :, k, y0:y1], shifted)
+    return out
+
+
+class _KernelModulation(torch.autograd.Function):
+    """Explicit backward: autograd through N*N slices would allocate and zero-fill a full-size
+    gradient buffer per slice (N*N times the kernels' size); here each gradient is written once."""
+
+    @staticmethod
+    def forward(ctx, features, kernels, n, chunk_rows):
+        ctx.save_for_backward(features, kernels)
+        ctx.n = n
+        return _forward(features, kernels, n, chunk_rows)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        features, kernels = ctx.saved_tensors
+        n = ctx.n
+        r = n // 2
+        h, w = features.shape[-2:]
+        grad_f = grad_k = None
+        if ctx.needs_input_grad[1]:
+            padded = F.pad(features, (r, r, r, r))
+            grad_k = torch.empty_like(kernels)
+            for k in range(n * n):
+                dy, dx = divmod(k, n)
+                torch.mul(grad_out, padded[:, :, dy : dy + h, dx : dx + w], out=grad_k[:, :, k])
+        if ctx.needs_input_grad[0]:
+            grad_padded = grad_out.new_zeros(*grad_out.shape[:2], h + 2 * r, w + 2 * r)
+            for k in range(n * n):
+                dy, dx = divmod(k, n)
+                grad_padded[:, :, dy : dy + h, dx : dx + w].addcmul_(grad_out, kernels[:, :, k])
+            grad_f = grad_padded[:, :, r : r + h, r : r + w]
+        return grad_f, grad_k, None, None
 
 
 def kernel_modulation(
@@ -34,32 +101,10 @@ def kernel_modulation(
     features: [B, C, H, W]; kernels: [B, C, N*N, H, W] with N odd. Returns [B, C, H, W].
     ``chunk_rows``: if set, compute the output in bands of this many rows (same result).
     """
-    if features.dim() != 4 or kernels.dim() != 5:
-        raise ValueError(
-            f"expected features [B,C,H,W] and kernels [B,C,N*N,H,W], got {tuple(features.shape)} "
-            f"and {tuple(kernels.shape)}"
-        )
-    b, c, h, w = features.shape
-    nn_ = kernels.shape[2]
-    n = int(round(nn_**0.5))
-    if n * n != nn_ or n % 2 == 0 or kernels.shape[:2] != (b, c) or kernels.shape[3:] != (h, w):
-        raise ValueError(
-            f"kernels {tuple(kernels.shape)} do not match features {tuple(features.shape)} "
-            "with an odd N x N window"
-        )
-    r = n // 2
-    padded = F.pad(features, (r, r, r, r))
-    rows = h if not chunk_rows or chunk_rows >= h else chunk_rows
-    bands = []
-    for y0 in range(0, h, rows):
-        y1 = min(y0 + rows, h)
-        out = None
-        for k in range(nn_):
-            dy, dx = divmod(k, n)
-            term = kernels[:, :, k, y0:y1] * padded[:, :, y0 + dy : y1 + dy, dx : dx + w]
-            out = term if out is None else out.add_(term)
-        bands.append(out)
-    return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
+    n = _check(features, kernels)
+    if torch.is_grad_enabled() and (features.requires_grad or kernels.requires_grad):
+        return _KernelModulation.apply(features, kernels, n, chunk_rows)
+    return _forward(features, kernels, n, chunk_rows)
 
 
 def kernel_modulation_unfold(features: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
