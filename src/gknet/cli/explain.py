@@ -1,0 +1,65 @@
+"""``gknet explain``: pictures of what the model computed for one composite (paper Figures 9-11)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="kernel clusters, LRE attention and SCF maps for one composite (paper Figs. 9-11)",
+        description="Write PNGs and an index.html showing the model's intermediates. See docs/explain.md.",
+    )
+    p.add_argument("composite", help="composite image")
+    p.add_argument("mask", help="foreground mask (same size as the composite)")
+    p.add_argument(
+        "-o", "--out", required=True, metavar="DIR", help="output folder for the PNGs and index.html"
+    )
+    p.add_argument(
+        "--weights",
+        default="default",
+        help="release .safetensors file, or 'default' (shipped weights; random ones with a warning if none)",
+    )
+    p.add_argument(
+        "--point",
+        nargs=2,
+        type=int,
+        metavar=("X", "Y"),
+        help="LRE query point in composite pixels (default: centre of the mask's bounding box)",
+    )
+    p.add_argument("--clusters", type=int, default=6, metavar="K", help="K-means clusters (default: 6)")
+    p.add_argument(
+        "--level", type=int, metavar="L", help="SCF level, 1 = deepest (default: the finest modulated level)"
+    )
+    p.add_argument(
+        "--resolution", type=int, default=256, help="longer side of the network pass (default: 256)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="K-means seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace pictures already in DIR")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gknet.data.imageio import load_mask, load_rgb
+    from gknet.evaluate import resolve_device
+    from gknet.explain import explain, load_model
+
+    composite, mask = load_rgb(args.composite), load_mask(args.mask)
+    model, note = load_model(args.weights, resolve_device(args.device))
+    written = explain(
+        model,
+        composite,
+        mask,
+        args.out,
+        point=tuple(args.point) if args.point else None,
+        clusters=args.clusters,
+        level=args.level,
+        resolution=args.resolution,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        notes=[note, f"composite: {args.composite}", f"mask: {args.mask}"],
+    )
+    for path in written.values():
+        print(path)
+    print(f"open {written['index']} in a browser")
+    return 0

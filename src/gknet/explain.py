@@ -1,0 +1,584 @@
+"""Look inside GKNet: the pictures of the paper's Figures 9-11 for one composite.
+
+Everything is computed from the tensors the model returns with ``return_intermediates=True``
+(plus the SCF block's own ``conv_e`` applied to its encoder input), so the pictures show
+what the network really computed:
+
+- kernel clusters (Figure 9): K-means over the per-pixel predicted kernels K^l (C * N^2
+  numbers per pixel) of every modulated decoder level;
+- SCF feature maps (Figure 10): channels of Conv(F_E^l) at one level, each labelled with
+  its selective channel weight S_E (Eq. 3-4), the highest and the lowest weights;
+- LRE attention (Figure 11): for a query point, the softmax attention row of its token in
+  every layer and head, upsampled over the image;
+- the change map |harmonized - composite| and composite | harmonized side by side.
+
+The network runs on a copy of the composite resized so that its longer side is
+``resolution`` (aspect ratio kept); every picture is drawn at that size.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gknet.data.imageio import mask_image, rgb_image, save_image_atomic, to_tensor_image
+from gknet.errors import GknetError
+
+FILES = {
+    "composite_harmonized": "composite_harmonized.png",
+    "change_map": "change_map.png",
+    "kernel_clusters": "kernel_clusters.png",
+    "scf_features": "scf_features.png",
+    "lre_attention": "lre_attention.png",
+    "index": "index.html",
+}
+MAX_LRE_TOKENS = 4096  # attention matrices are tokens^2 per head and layer: 4096 tokens ~ 64 MB each
+SCF_PANELS = 16
+MAX_CLUSTERS = 20  # the qualitative colour map has 20 distinct colours
+
+# Figure layout in pixels at DPI: exact sizes, so every picture's size is predictable.
+DPI = 100
+PANEL = 256  # width of an image panel (height follows the image's aspect ratio)
+SMALL_PANEL = 160  # SCF feature-map panels
+PAD = 10
+TITLE = 30  # room above each panel for its title
+HEADER = 40  # room for the figure title
+COLORBAR = 80  # colour bar strip on the right (bar + ticks + label)
+
+
+# ----------------------------------------------------------------------------- K-means
+
+
+def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Squared distances [P, k] through one matrix product (much faster than cdist on CPU)."""
+    return (x_sq - 2 * x @ centers.T + (centers * centers).sum(1)).clamp_min(0)
+
+
+def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's K-means with k-means++ seeding, deterministic for a given ``seed``.
+
+    x: [P, D] points. Returns labels [P] (int64) and centers [k, D].
+    """
+    if x.ndim != 2:
+        raise ValueError(f"kmeans expects points [P, D], got shape {tuple(x.shape)}")
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError(f"kmeans needs 1 <= k <= {x.shape[0]} points, got k={k}")
+    x = x.detach().float().cpu()
+    mean = x.mean(0)
+    x = (x - mean).contiguous()  # centred data keeps the expanded distance formula accurate in float32
+    x_sq = (x * x).sum(1, keepdim=True)
+    gen = torch.Generator().manual_seed(seed)
+    # k-means++: each next centre is drawn with probability proportional to the squared
+    # distance to the nearest centre chosen so far.
+    centers = x[torch.randint(x.shape[0], (1,), generator=gen)]
+    nearest = _sq_dist(x, x_sq, centers)[:, 0]
+    for _ in range(1, k):
+        if nearest.sum() > 0:
+            pick = torch.multinomial(nearest, 1, generator=gen)
+        else:  # every point already coincides with a centre
+            pick = torch.randint(x.shape[0], (1,), generator=gen)
+        centers = torch.cat([centers, x[pick]])
+        nearest = torch.minimum(nearest, _sq_dist(x, x_sq, x[pick])[:, 0])
+    labels = _sq_dist(x, x_sq, centers).argmin(dim=1)
+    for _ in range(iters):
+        onehot = F.one_hot(labels, k).T.float()  # [k, P]
+        counts = onehot.sum(1, keepdim=True)
+        # An empty cluster keeps its centre instead of collapsing to the mean.
+        centers = torch.where(counts > 0, onehot @ x / counts.clamp_min(1), centers)
+        new = _sq_dist(x, x_sq, centers).argmin(dim=1)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    return labels, centers + mean
+
+
+# ----------------------------------------------------------------------------- network pass
+
+
+@dataclass
+class NetworkPass:
+    """One forward pass at display resolution: inputs [1, C, h, w], output and intermediates."""
+
+    composite: torch.Tensor
+    mask: torch.Tensor
+    output: torch.Tensor
+    inter: dict
+    scale: float  # network pixels per original pixel
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.composite.shape[-2:])
+
+    def stride_of(self, rows: int) -> int:
+        """Stride of a map with ``rows`` rows: the model pads its input to a multiple of every stride."""
+        return self.inter["encoder"][0].shape[-2] // rows
+
+    def valid_cells(self, stride: int) -> tuple[int, int]:
+        """Rows and columns of a stride-``stride`` map that cover the unpadded image."""
+        h, w = self.size
+        return math.ceil(h / stride), math.ceil(w / stride)
+
+    def to_pixels(self, grid: torch.Tensor, stride: int, mode: str) -> np.ndarray:
+        """[gh, gw] map on a stride-``stride`` grid -> [h, w] numpy array over the image."""
+        up = F.interpolate(grid[None, None].float(), scale_factor=stride, mode=mode)
+        h, w = self.size
+        return up[0, 0, :h, :w].cpu().numpy()
+
+
+def network_inputs(composite: Image.Image, mask: Image.Image, resolution: int) -> tuple[torch.Tensor, ...]:
+    """PIL composite and mask -> tensors [1, 3, h, w], [1, 1, h, w] with the longer side = resolution."""
+    composite, mask = rgb_image(composite), mask_image(mask)
+    if composite.size != mask.size:
+        raise GknetError(
+            f"composite is {composite.size[0]}x{composite.size[1]} but mask is {mask.size[0]}x{mask.size[1]}"
+        )
+    if resolution < 16:
+        raise GknetError(f"resolution must be at least 16, got {resolution}")
+    width, height = composite.size
+    scale = resolution / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    composite = composite.resize(size, Image.BICUBIC)
+    mask = mask.resize(size, Image.BILINEAR)
+    return to_tensor_image(composite)[None], to_tensor_image(mask)[None]
+
+
+def run_model(
+    model: torch.nn.Module, composite: Image.Image, mask: Image.Image, resolution: int
+) -> NetworkPass:
+    """Run ``model`` (put in eval mode) once and keep its intermediates."""
+    comp, m = network_inputs(composite, mask, resolution)
+    if m.max() <= 0:
+        raise GknetError("the mask is empty: there is no foreground to explain")
+    cfg = model.cfg
+    if cfg.use_lre:
+        tokens = math.ceil(comp.shape[-2] / cfg.stride) * math.ceil(comp.shape[-1] / cfg.stride)
+        if tokens > MAX_LRE_TOKENS:
+            raise GknetError(
+                f"resolution {resolution} gives {tokens} LRE tokens; the attention maps need at most "
+                f"{MAX_LRE_TOKENS} (lower --resolution)"
+            )
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        out, inter = model(comp.to(device), m.to(device), return_intermediates=True)
+    return NetworkPass(comp, m, out.cpu(), inter, scale=comp.shape[-1] / composite.size[0])
+
+
+# ----------------------------------------------------------------------------- what the figures show
+
+
+def kernel_clusters(run: NetworkPass, k: int, seed: int = 0) -> list[torch.Tensor]:
+    """Per modulated level (paper level 1 = deepest first): K-means labels [gh, gw] of the kernels.
+
+    Each pixel's kernel K^l[:, :, y, x] (C * N^2 numbers) is one point; only cells that
+    cover the unpadded image are clustered. Labels are renumbered by cluster size (0 = largest).
+    """
+    labels = []
+    for kern in run.inter["kernels"]:
+        gh, gw = run.valid_cells(run.stride_of(kern.shape[-2]))
+        points = kern[0, :, :, :gh, :gw].flatten(0, 1).reshape(-1, gh * gw).T  # [P, C * N^2]
+        lab, _ = kmeans(points, min(k, points.shape[0]), seed=seed)
+        order = torch.argsort(torch.bincount(lab, minlength=k), descending=True)
+        labels.append(torch.argsort(order)[lab].view(gh, gw))
+    return labels
+
+
+def point_token(run: NetworkPass, point_net: tuple[float, float]) -> int:
+    """Row-major index of the LRE token whose cell holds ``point_net``.
+
+    ``point_net`` is (x, y) in continuous network-image coordinates (pixel i spans [i, i + 1)).
+    """
+    gh, gw = run.inter["lre_grid"]
+    stride = run.stride_of(gh)
+    col = min(max(int(point_net[0] // stride), 0), gw - 1)
+    row = min(max(int(point_net[1] // stride), 0), gh - 1)
+    return row * gw + col
+
+
+def lre_attention(run: NetworkPass, point_net: tuple[float, float]) -> torch.Tensor:
+    """Attention of the query point's token to every token: [layers, heads, gh, gw] (rows sum to 1)."""
+    gh, gw = run.inter["lre_grid"]
+    idx = point_token(run, point_net)
+    return torch.stack([att[0, :, idx].view(-1, gh, gw) for att in run.inter["lre_attention"]]).cpu()
+
+
+def scf_features(model: torch.nn.Module, run: NetworkPass, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conv(F_E^l) [C, gh, gw] (padded grid) at paper level ``level`` and its channel weights S_E [C]."""
+    j = level - 1
+    kern = run.inter["kernels"][j]
+    f_e = next(f for f in run.inter["encoder"] if f.shape[-2:] == kern.shape[-2:])  # KPB j's encoder input
+    with torch.no_grad():
+        maps = model.kpb[j].fusion.conv_e(f_e)[0]
+    return maps.cpu(), run.inter["fusion"][j]["s_e"][0].cpu()
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+class _Grid:
+    """A figure of rows x cols image panels at exact pixel positions, with an optional colour bar."""
+
+    def __init__(self, rows: int, cols: int, aspect: float, title: str, panel: int = PANEL, colorbar=False):
+        from matplotlib.figure import Figure
+
+        self.panel_w, self.panel_h = panel, max(1, round(panel * aspect))
+        self.width = PAD + cols * (self.panel_w + PAD) + (COLORBAR if colorbar else 0)
+        self.height = HEADER + rows * (TITLE + self.panel_h + PAD)
+        self.fig = Figure(figsize=(self.width / DPI, self.height / DPI), dpi=DPI)
+        self.fig.text(
+            0.5, 1 - (HEADER / 2) / self.height, title, ha="center", va="center", fontsize=12, weight="bold"
+        )
+        self.axes = [[self._axes(r, c) for c in range(cols)] for r in range(rows)]
+        self.rows_span = (HEADER + TITLE, self.height - PAD)
+
+    def _box(self, left: float, top: float, width: float, height: float) -> list[float]:
+        return [left / self.width, 1 - (top + height) / self.height, width / self.width, height / self.height]
+
+    def _axes(self, row: int, col: int):
+        left = PAD + col * (self.panel_w + PAD)
+        top = HEADER + row * (TITLE + self.panel_h + PAD) + TITLE
+        ax = self.fig.add_axes(self._box(left, top, self.panel_w, self.panel_h))
+        ax.set_axis_off()
+        return ax
+
+    def colorbar(self, mappable, label: str) -> None:
+        top, bottom = self.rows_span
+        cax = self.fig.add_axes(self._box(self.width - COLORBAR + 8, top, 14, bottom - top - TITLE))
+        self.fig.colorbar(mappable, cax=cax).set_label(label, fontsize=9)
+        cax.tick_params(labelsize=8)
+
+    def to_image(self) -> Image.Image:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(self.fig)
+        canvas.draw()
+        return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
+
+
+def _rgb(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+
+
+def _show_image(
+    ax,
+    run: NetworkPass,
+    title: str,
+    image: torch.Tensor | None = None,
+    dim: bool = False,
+    outline: bool = True,
+) -> None:
+    """Draw the composite (or ``image``), dimmed to grey under overlays, with the mask outlined."""
+    rgb = _rgb(run.composite if image is None else image)
+    if dim:
+        rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2) * 0.6 + 0.2
+    ax.imshow(rgb, interpolation="bilinear")
+    if outline:
+        ax.contour(run.mask[0, 0].numpy(), levels=[0.5], colors="white", linewidths=1.0)
+    ax.set_title(title, fontsize=10)
+
+
+def _mark(ax, point_net: tuple[float, float]) -> None:
+    x, y = point_net[0] - 0.5, point_net[1] - 0.5  # imshow puts pixel centres on integers
+    ax.plot(x, y, marker="o", markersize=10, markerfacecolor="none", markeredgecolor="cyan", mew=2)
+    ax.plot(x, y, marker="+", markersize=10, color="cyan", mew=1.5)
+
+
+def draw_side_by_side(run: NetworkPass) -> Image.Image:
+    grid = _Grid(1, 2, run.size[0] / run.size[1], "Composite | harmonized")
+    _show_image(grid.axes[0][0], run, "composite (mask outlined)")
+    _show_image(grid.axes[0][1], run, "harmonized", image=run.output, outline=False)
+    return grid.to_image()
+
+
+def draw_change_map(run: NetworkPass) -> Image.Image:
+    change = (run.output - run.composite).abs().mean(dim=1)[0].numpy() * 255
+    grid = _Grid(1, 1, run.size[0] / run.size[1], "Change map", colorbar=True)
+    ax = grid.axes[0][0]
+    im = ax.imshow(change, cmap="magma", vmin=0, vmax=max(1.0, float(change.max())), interpolation="nearest")
+    ax.contour(run.mask[0, 0].numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
+    ax.set_title(
+        f"max {change.max():.1f}, mean in mask {change[run.mask[0, 0].numpy() > 0.5].mean():.1f}", fontsize=10
+    )
+    grid.colorbar(im, "mean abs. change over RGB (0-255)")
+    return grid.to_image()
+
+
+def draw_kernel_clusters(run: NetworkPass, labels: list[torch.Tensor], k: int) -> Image.Image:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if k <= 10 else "tab20"].resampled(k)
+    grid = _Grid(1, len(labels) + 1, run.size[0] / run.size[1], f"Harmony-kernel clusters (K-means, K={k})")
+    _show_image(grid.axes[0][0], run, "composite")
+    for j, (lab, kern) in enumerate(zip(labels, run.inter["kernels"], strict=True)):
+        ax = grid.axes[0][j + 1]
+        stride = run.stride_of(kern.shape[-2])
+        _show_image(
+            ax,
+            run,
+            f"level {j + 1}: 1/{stride} res, {kern.shape[1]}ch x {kern.shape[2]} taps",
+            dim=True,
+            outline=False,
+        )
+        ax.imshow(
+            run.to_pixels(lab, stride, "nearest"),
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=k - 0.5,
+            alpha=0.7,
+            interpolation="nearest",
+        )
+        ax.contour(run.mask[0, 0].numpy(), levels=[0.5], colors="white", linewidths=1.0)
+    return grid.to_image()
+
+
+def draw_lre_attention(
+    run: NetworkPass, maps: torch.Tensor, point_net: tuple[float, float], point: tuple[int, int]
+) -> Image.Image:
+    """One panel per layer (rows) and head (columns); attention in units of the uniform weight 1/T."""
+    layers, heads, gh, gw = maps.shape
+    stride = run.stride_of(gh)
+    relative = maps * gh * gw
+    vmax = float(relative.max())
+    grid = _Grid(
+        layers,
+        heads,
+        run.size[0] / run.size[1],
+        f"LRE attention from point (x={point[0]}, y={point[1]})",
+        colorbar=True,
+    )
+    for layer in range(layers):
+        for head in range(heads):
+            ax = grid.axes[layer][head]
+            _show_image(ax, run, f"layer {layer + 1}, head {head + 1}", dim=True)
+            im = ax.imshow(
+                run.to_pixels(relative[layer, head], stride, "bilinear"),
+                cmap="inferno",
+                vmin=0,
+                vmax=vmax,
+                alpha=0.75,
+                interpolation="bilinear",
+            )
+            _mark(ax, point_net)
+    grid.colorbar(im, "attention x tokens (1 = uniform)")
+    return grid.to_image()
+
+
+def draw_scf(run: NetworkPass, maps: torch.Tensor, weights: torch.Tensor, level: int) -> Image.Image:
+    """Channels with the highest and the lowest S_E, each map scaled to its own range."""
+    order = torch.argsort(weights, descending=True)
+    shown = "all channels"
+    if len(order) > SCF_PANELS:
+        order = torch.cat([order[: SCF_PANELS // 2], order[-(SCF_PANELS // 2) :]])
+        shown = f"top {SCF_PANELS // 2} and bottom {SCF_PANELS // 2} of {len(weights)} channels"
+    cols = min(4, len(order))
+    rows = math.ceil(len(order) / cols)
+    stride = run.stride_of(maps.shape[-2])
+    grid = _Grid(
+        rows,
+        cols,
+        run.size[0] / run.size[1],
+        f"SCF level {level}: Conv(F_E), {shown}; red = weight S_E",
+        panel=SMALL_PANEL,
+    )
+    for i, ax in enumerate(ax for row in grid.axes for ax in row):
+        if i >= len(order):
+            continue
+        c = int(order[i])
+        ax.imshow(run.to_pixels(maps[c], stride, "bilinear"), cmap="viridis", interpolation="bilinear")
+        ax.contour(run.mask[0, 0].numpy(), levels=[0.5], colors="white", linewidths=0.8)
+        ax.set_title(f"channel {c}", fontsize=9)
+        ax.text(
+            0.97,
+            0.95,
+            f"{float(weights[c]):.2f}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            color="red",
+            fontsize=11,
+            weight="bold",
+            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1.5},
+        )
+    return grid.to_image()
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+CAPTIONS = {
+    "composite_harmonized": "The composite (foreground outlined) and the model's output at the network "
+    "resolution.",
+    "change_map": "Per-pixel change: mean over R, G, B of |harmonized - composite| in 0-255 units; the "
+    "foreground is outlined. Pixels outside the mask never change.",
+    "kernel_clusters": "Figure 9: K-means over the per-pixel harmony kernels K^l (C x N x N numbers per "
+    "pixel) of every modulated decoder level (level 1 = deepest), over the greyed image with the foreground "
+    "outlined. Each colour is one cluster; colours are not comparable across levels.",
+    "scf_features": "Figure 10: feature maps Conv(F_E) entering Selective Correlation Fusion at one level, "
+    "each scaled to its own range; the red number is the channel's selective weight S_E (Eq. 3-4). Shown: "
+    "the channels with the highest weights, then those with the lowest.",
+    "lre_attention": "Figure 11: self-attention of the query point's token (circle) in the Long-distance "
+    "Reference Extractor, one map per layer (rows) and head (columns), upsampled from the token grid. "
+    "1 on the colour bar is the uniform weight 1/T.",
+}
+TITLES = {
+    "composite_harmonized": "Composite and harmonized",
+    "change_map": "Change map",
+    "kernel_clusters": "Harmony-kernel clusters",
+    "scf_features": "SCF feature maps",
+    "lre_attention": "LRE attention",
+}
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def render_index(written: dict[str, Path], notes: list[str]) -> str:
+    """Self-contained HTML page: every picture (relative path) with its caption, then the notes."""
+    sections = "\n".join(
+        f'<figure><h2>{html.escape(TITLES[key])}</h2><img src="{html.escape(path.name)}" '
+        f'alt="{html.escape(TITLES[key])}"><figcaption>{html.escape(CAPTIONS[key])}</figcaption></figure>'
+        for key, path in written.items()
+    )
+    items = "\n".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>gknet explain</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; }}
+figure {{ margin: 0 0 2.5em 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
+figcaption {{ color: #444; max-width: 60em; }} li {{ margin: 0.3em 0; }}
+</style></head><body>
+<h1>Inside GKNet</h1>
+<ul>
+{items}
+</ul>
+{sections}
+</body></html>
+"""
+
+
+def _describe(model: torch.nn.Module) -> str:
+    cfg = model.cfg
+    parts = [f"widths {list(cfg.widths)}"]
+    if cfg.use_kpb:
+        parts.append(f"{cfg.kpb_levels} modulated levels, {cfg.kernel_size}x{cfg.kernel_size} kernels")
+    parts += [name for name, on in (("LRE", cfg.use_lre), ("SCF", cfg.use_scf)) if on]
+    return "model: " + ", ".join(parts)
+
+
+def explain(
+    model: torch.nn.Module,
+    composite_pil: Image.Image,
+    mask_pil: Image.Image,
+    out_dir: str | Path,
+    point: tuple[int, int] | None = None,
+    clusters: int = 6,
+    level: int | None = None,
+    resolution: int = 256,
+    *,
+    seed: int = 0,
+    overwrite: bool = False,
+    notes: list[str] | tuple[str, ...] = (),
+) -> dict[str, Path]:
+    """Write the explanation pictures and ``index.html`` into ``out_dir``; returns {name: path}.
+
+    ``point`` (x, y) is in the original composite's pixels (default: centre of the mask's
+    bounding box); ``level`` is the SCF level in the paper's numbering (1 = deepest;
+    default: the finest modulated level). Figures a model does not have (ablations
+    without KPB, LRE or SCF) are skipped and listed in index.html. ``notes`` are extra
+    lines for the page (for example which weights were used).
+    """
+    cfg = model.cfg
+    if not 2 <= clusters <= MAX_CLUSTERS:
+        raise GknetError(f"clusters must be between 2 and {MAX_CLUSTERS}, got {clusters}")
+    has_scf = cfg.use_kpb and cfg.use_scf
+    level = cfg.kpb_levels if level is None else level
+    if has_scf and not 1 <= level <= cfg.kpb_levels:
+        raise GknetError(f"level must be between 1 (deepest) and {cfg.kpb_levels}, got {level}")
+    width, height = composite_pil.size
+    if point is not None and not (0 <= point[0] < width and 0 <= point[1] < height):
+        raise GknetError(f"point ({point[0]}, {point[1]}) is outside the {width}x{height} composite")
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GknetError(f"output path is not a directory: {out_dir}")
+    existing = [name for name in FILES.values() if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise GknetError(f"{out_dir} already holds {', '.join(existing)} (pass --overwrite to replace them)")
+
+    run = run_model(model, composite_pil, mask_pil, resolution)
+    if point is None:
+        ys, xs = np.nonzero(np.asarray(mask_image(mask_pil)) > 127)
+        if len(xs) == 0:  # a faint soft mask: fall back to its support
+            ys, xs = np.nonzero(np.asarray(mask_image(mask_pil)))
+        point = ((int(xs.min()) + int(xs.max())) // 2, (int(ys.min()) + int(ys.max())) // 2)
+    point_net = ((point[0] + 0.5) * run.scale, (point[1] + 0.5) * run.scale)
+
+    h, w = run.size
+    notes = [*notes, _describe(model), f"input {width}x{height}, network pass at {w}x{h}"]
+    images = {"composite_harmonized": draw_side_by_side(run), "change_map": draw_change_map(run)}
+    if cfg.use_kpb:
+        images["kernel_clusters"] = draw_kernel_clusters(run, kernel_clusters(run, clusters, seed), clusters)
+    else:
+        notes.append(
+            "no kernel clusters, SCF or LRE pictures: this model has no kernel prediction (U-Net baseline)"
+        )
+    if has_scf:
+        images["scf_features"] = draw_scf(run, *scf_features(model, run, level), level)
+    elif cfg.use_kpb:
+        notes.append("no SCF picture: this model fuses features by concatenation (SCF off)")
+    if cfg.use_lre:
+        images["lre_attention"] = draw_lre_attention(run, lre_attention(run, point_net), point_net, point)
+        notes.append(
+            f"LRE query point (x={point[0]}, y={point[1]}) in input pixels; token grid "
+            f"{run.inter['lre_grid'][0]}x{run.inter['lre_grid'][1]}"
+        )
+    elif cfg.use_kpb:
+        notes.append("no LRE attention picture: this model has no Long-distance Reference Extractor")
+
+    written = {
+        key: save_image_atomic(img, out_dir / FILES[key], overwrite=True) for key, img in images.items()
+    }
+    index = out_dir / FILES["index"]
+    _write_text_atomic(index, render_index(written, notes))
+    return {**written, "index": index}
+
+
+def load_model(weights: str, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """(model on ``device``, note for the report) from a release file or ``"default"``.
+
+    Without shipped default weights, ``"default"`` gives a randomly initialised model of
+    the default architecture with a loud warning: its pictures show the mechanics only.
+    """
+    from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+
+    if weights == "default" and not DEFAULT_WEIGHTS.exists():
+        from gknet.config import ModelConfig
+        from gknet.models import build_model
+
+        message = (
+            f"no trained default weights shipped yet ({DEFAULT_WEIGHTS.name}): explaining a RANDOMLY "
+            "INITIALISED model; pass --weights PATH for a trained one"
+        )
+        warnings.warn(message, stacklevel=2)
+        torch.manual_seed(0)
+        return build_model(ModelConfig()).to(device).eval(), "WARNING: " + message
+    path = DEFAULT_WEIGHTS if weights == "default" else Path(weights)
+    model, _cfg, _meta = load_release(path, map_location=device)
+    return model, f"weights: {path.name}"

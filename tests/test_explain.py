@@ -1,0 +1,211 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gknet import explain as ex
+from gknet.checkpoint import save_release
+from gknet.cli import main
+from gknet.errors import GknetError
+from gknet.models import build_model
+from tests.conftest import tiny_config
+
+W, H = 56, 40  # a non-square composite: the pictures must follow its aspect ratio
+
+
+def make_pair(width=W, height=H):
+    """A smooth synthetic scene with a colour-shifted rectangular foreground."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / width, yy / height, 0.5 + 0.4 * np.sin(xx / 6) * np.cos(yy / 5)], axis=2)
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4 : 3 * height // 4, width // 5 : width // 2] = 255
+    img[mask > 0] = img[mask > 0] * 0.5 + [0.5, 0.1, 0.0]
+    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)), Image.fromarray(mask)
+
+
+def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    pairs = set(zip(a.flatten().tolist(), b.flatten().tolist(), strict=True))
+    return len(pairs) == len(set(a.flatten().tolist())) == len(set(b.flatten().tolist()))
+
+
+def expected_size(rows, cols, panel, colorbar, width=W, height=H):
+    """The documented layout: fixed-size panels (height from the aspect ratio), titles, colour bar."""
+    panel_h = round(panel * height / width)
+    return (
+        ex.PAD + cols * (panel + ex.PAD) + (ex.COLORBAR if colorbar else 0),
+        ex.HEADER + rows * (ex.TITLE + panel_h + ex.PAD),
+    )
+
+
+def test_kmeans_recovers_separated_blobs():
+    gen = torch.Generator().manual_seed(1)
+    means = torch.tensor([[0.0, 0, 0, 0, 0], [10, 0, 0, 0, 0], [0, 10, 0, 5, 0], [0, 0, -10, 0, 8]])
+    truth = torch.arange(4).repeat_interleave(torch.tensor([50, 80, 30, 120]))
+    points = means[truth] + 0.5 * torch.randn(len(truth), 5, generator=gen)
+    perm = torch.randperm(len(truth), generator=gen)
+    labels, centers = ex.kmeans(points[perm], 4, seed=3)
+    assert same_partition(labels, truth[perm])
+    for lab in range(4):  # each centre is its blob's sample mean
+        members = points[perm][labels == lab]
+        torch.testing.assert_close(centers[lab], members.mean(0), atol=1e-4, rtol=0)
+    assert torch.equal(ex.kmeans(points[perm], 4, seed=3)[0], labels)  # deterministic per seed
+
+
+def test_kmeans_degenerate_inputs():
+    labels, centers = ex.kmeans(torch.ones(10, 3), 3)  # all points identical: no NaN, no crash
+    assert labels.shape == (10,) and torch.isfinite(centers).all()
+    with pytest.raises(ValueError):
+        ex.kmeans(torch.zeros(2, 3), 3)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    return save_release(build_model(tiny_config()), tiny_config(), path)
+
+
+def test_cli_writes_every_picture(tmp_path, weights):
+    comp, mask = make_pair()
+    comp.save(tmp_path / "c.png")
+    mask.save(tmp_path / "m.png")
+    out = tmp_path / "out"
+    args = ["explain", str(tmp_path / "c.png"), str(tmp_path / "m.png"), "-o", str(out)]
+    args += ["--weights", str(weights), "--resolution", str(W), "--clusters", "3"]
+    assert main(args) == 0
+
+    cfg = tiny_config()
+    layout = {  # name -> rows, cols, panel width, colour bar
+        "composite_harmonized": (1, 2, ex.PANEL, False),
+        "change_map": (1, 1, ex.PANEL, True),
+        "kernel_clusters": (1, cfg.kpb_levels + 1, ex.PANEL, False),
+        "scf_features": (2, 4, ex.SMALL_PANEL, False),  # the finest level has widths[0] = 8 channels
+        "lre_attention": (cfg.lre_layers, cfg.lre_heads, ex.PANEL, True),
+    }
+    page = (out / "index.html").read_text()
+    for name, spec in layout.items():
+        img = np.asarray(Image.open(out / f"{name}.png").convert("RGB"), dtype=np.float64)
+        assert (img.shape[1], img.shape[0]) == expected_size(*spec), name
+        assert img.var() > 0, name
+        assert f'src="{name}.png"' in page
+    assert "tiny.safetensors" in page
+
+    # The left panel of the side-by-side really is the composite (outline aside).
+    panel_h = round(ex.PANEL * H / W)
+    top = ex.HEADER + ex.TITLE
+    shown = np.asarray(Image.open(out / "composite_harmonized.png").convert("RGB"), dtype=np.float64)
+    shown = shown[top : top + panel_h, ex.PAD : ex.PAD + ex.PANEL]
+    ref = np.asarray(comp.resize((ex.PANEL, panel_h), Image.BILINEAR), dtype=np.float64)
+    assert np.median(np.abs(shown - ref)) < 6
+
+    # A second run refuses to replace the pictures, with one clear line, unless --overwrite.
+    assert main(args) == 2
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_kernel_clusters_come_from_the_kernels():
+    model = build_model(tiny_config())
+    comp, mask = make_pair()
+    run = ex.run_model(model, comp, mask, resolution=W)
+    labels = ex.kernel_clusters(run, k=4)
+    assert [lab.shape for lab in labels] == [(math.ceil(H / 2), W // 2), (H, W)]  # deepest (stride 2) first
+    # Same partition as K-means on the raw kernel tensor of each level.
+    for lab, kern in zip(labels, run.inter["kernels"], strict=True):
+        gh, gw = lab.shape
+        direct, _ = ex.kmeans(kern[0, :, :, :gh, :gw].reshape(-1, gh * gw).T, 4)
+        assert same_partition(lab.flatten(), direct)
+
+    with torch.no_grad():  # the output head does not touch the kernels: labels stay
+        model.head.weight.add_(1.0)
+    again = ex.kernel_clusters(ex.run_model(model, comp, mask, resolution=W), k=4)
+    assert all(torch.equal(a, b) for a, b in zip(labels, again, strict=True))
+    with torch.no_grad():  # the kernel heads do: labels change
+        for block in model.kpb:
+            block.head.weight.copy_(torch.randn_like(block.head.weight))
+    changed = ex.kernel_clusters(ex.run_model(model, comp, mask, resolution=W), k=4)
+    assert not any(same_partition(a, b) for a, b in zip(labels, changed, strict=True))
+
+
+def test_lre_attention_is_the_query_tokens_row():
+    model = build_model(tiny_config())
+    comp, mask = make_pair()
+    run = ex.run_model(model, comp, mask, resolution=W)  # scale 1: network pixels = input pixels
+    x, y = 31, 9
+    maps = ex.lre_attention(run, (x + 0.5, y + 0.5))
+    gh, gw = run.inter["lre_grid"]
+    assert (gh, gw) == (H // 2, W // 2) and maps.shape == (2, 2, gh, gw)
+    # Direct computation: tokens of the deepest encoder map, softmax(q k^T / sqrt(d)) per head.
+    row = (y // 2) * gw + x // 2  # stride 2 token grid, row-major
+    with torch.no_grad():
+        t = model.lre.tokens(run.inter["encoder"][-1])
+        for i, layer in enumerate(model.lre.layers):
+            q, k, _ = layer.attn.qkv(layer.norm1(t)).chunk(3, dim=-1)
+            heads = [
+                (qh @ kh.T / math.sqrt(qh.shape[-1])).softmax(-1)[row]
+                for qh, kh in zip(q[0].chunk(2, dim=-1), k[0].chunk(2, dim=-1), strict=True)
+            ]
+            torch.testing.assert_close(maps[i], torch.stack(heads).view(2, gh, gw))
+            t = layer(t)
+
+
+def test_scf_maps_are_conv_e_of_the_blocks_encoder_input():
+    model = build_model(tiny_config())
+    comp, mask = make_pair()
+    run = ex.run_model(model, comp, mask, resolution=W)
+    for level in (1, 2):
+        maps, s_e = ex.scf_features(model, run, level)
+        fusion = model.kpb[level - 1].fusion
+        with torch.no_grad():  # KPB j fuses encoder map -1-j (gknet.py)
+            torch.testing.assert_close(maps, fusion.conv_e(run.inter["encoder"][-level])[0])
+        torch.testing.assert_close(s_e, run.inter["fusion"][level - 1]["s_e"][0])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pictures", "note"),
+    [
+        (
+            {"use_lre": False, "use_scf": False},
+            {"composite_harmonized", "change_map", "kernel_clusters"},
+            "no SCF",
+        ),
+        (
+            {"use_kpb": False, "use_lre": False, "use_scf": False},
+            {"composite_harmonized", "change_map"},
+            "baseline",
+        ),
+    ],
+)
+def test_ablations_skip_missing_figures(tmp_path, overrides, pictures, note):
+    comp, mask = make_pair()
+    written = ex.explain(build_model(tiny_config(**overrides)), comp, mask, tmp_path, resolution=32)
+    assert set(written) == pictures | {"index"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written.values())
+    assert note in written["index"].read_text()
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    model = build_model(tiny_config())
+    comp, mask = make_pair()
+    cases = [
+        ((comp, mask.resize((W + 1, H))), {}, "mask is"),
+        ((comp, Image.new("L", (W, H))), {}, "mask is empty"),
+        ((comp, mask), {"point": (W, 0)}, "outside"),
+        ((comp, mask), {"clusters": 1}, "clusters"),
+        ((comp, mask), {"level": 3}, "level"),
+    ]
+    for images, kwargs, message in cases:
+        with pytest.raises(GknetError, match=message):
+            ex.explain(model, *images, tmp_path / "out", resolution=32, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_weights_fall_back_to_random_with_a_warning(monkeypatch, tmp_path, weights):
+    monkeypatch.setattr("gknet.checkpoint.DEFAULT_WEIGHTS", tmp_path / "missing.safetensors")
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        _, note = ex.load_model("default", torch.device("cpu"))
+    assert note.startswith("WARNING")
+    monkeypatch.setattr("gknet.checkpoint.DEFAULT_WEIGHTS", weights)
+    model, note = ex.load_model("default", torch.device("cpu"))
+    assert model.cfg == tiny_config() and "tiny.safetensors" in note
