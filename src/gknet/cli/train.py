@@ -1,0 +1,59 @@
+"""``gknet train``: train a model from a YAML config (single process, or DDP under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a config (resumable; DDP under torchrun)",
+        description=(
+            "Train GKNet from a YAML config into OUT (ckpt/last.pt, best.pt, step_*.pt, log.jsonl, "
+            "config.yaml). Launch with torchrun for multi-GPU / multi-node DDP. See docs/training.md."
+        ),
+    )
+    p.add_argument("--config", metavar="YAML", help="config file (default with --resume: the checkpoint's)")
+    p.add_argument("--resume", metavar="PATH|auto", help="checkpoint to continue; auto = OUT/ckpt/last.pt")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+    p.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on GPU")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from gknet.config import load_config, override
+    from gknet.errors import GknetError
+    from gknet.train import config_from_checkpoint, train
+
+    resume_file = args.resume not in (None, "auto")
+    if args.config:
+        cfg, name = load_config(args.config), Path(args.config).stem
+    elif resume_file:
+        cfg, name = config_from_checkpoint(args.resume)
+    else:
+        raise GknetError("pass --config YAML (or --resume CHECKPOINT to continue with its config)")
+    cfg = override(cfg, args.overrides)
+    if args.out:
+        out = Path(args.out)
+    elif resume_file and Path(args.resume).parent.name == "ckpt":
+        out = Path(args.resume).parent.parent
+    else:
+        out = Path("runs") / (name or "run")
+    result = train(cfg, out, resume=args.resume, device=args.device, amp=args.amp, config_name=name)
+    if int(os.environ.get("RANK", 0)) == 0:  # one summary line, not one per DDP rank
+        print(json.dumps({"out": str(out), **result}))
+    return 0

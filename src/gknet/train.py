@@ -1,0 +1,474 @@
+"""Training loop: one process on CPU/GPU, or DDP when launched by ``torchrun``.
+
+Reproducibility contract: the model is initialised from ``train.seed``; the order of the
+training items in epoch ``e`` is a fixed permutation drawn from ``(train.seed, e)``; each
+item depends only on ``(data.seed, e, index)`` (``set_epoch``); DataLoaders use private
+generators, so the global RNGs are touched only by the model itself. A checkpoint stores
+the epoch and how many of its batches were consumed, so a resumed run skips exactly the
+batches already seen and ends with the same weights as an uninterrupted one.
+
+Under DDP each rank takes a fixed slice of every global batch (``train.batch_size`` is
+the global batch and must be divisible by the world size); rank 0 alone validates,
+logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from gknet.config import Config, ConfigError, from_dict, to_dict
+from gknet.errors import GknetError
+from gknet.losses import fn_mse_loss
+from gknet.metrics import image_metrics
+from gknet.train_state import atomic_write_text, load_state, restore_rng_states, rng_states, save_state
+from gknet.training_log import RunLog
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Test hook: when set, every rank saves its final parameters to DIR/rank<R>.pt.
+DUMP_PARAMS_ENV = "GKNET_TRAIN_DUMP_PARAMS"
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA if present, else CPU; explicit CUDA requests fail clearly without a GPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise GknetError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GknetError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group when torchrun's RANK/WORLD_SIZE/LOCAL_RANK are set."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
+        return Dist()
+    info = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def epoch_batches(
+    n: int, global_batch: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> list[list[int]]:
+    """This rank's index lists for every full global batch of epoch ``epoch`` (remainder dropped).
+
+    Global batch s is ``perm[s*B:(s+1)*B]`` of a permutation fixed by (seed, epoch); rank r
+    takes its r-th contiguous slice of B / world items.
+    """
+    entropy = np.random.SeedSequence([seed, epoch]).generate_state(2)
+    gen = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+    perm = torch.randperm(n, generator=gen).tolist()
+    per_rank = global_batch // world
+    starts = range(0, n - global_batch + 1, global_batch)
+    return [perm[s + rank * per_rank : s + (rank + 1) * per_rank] for s in starts]
+
+
+def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
+    """Base-lr multiplier for optimiser step ``step`` (0-based): linear warmup, then constant or cosine."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def _loader(dataset: Dataset, workers: int, pin: bool, seed: int, **kwargs) -> DataLoader:
+    # A private generator: building an iterator must not draw from torch's global RNG.
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, num_workers=workers, pin_memory=pin, generator=gen, **kwargs)
+
+
+def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(batch[k].to(device, non_blocking=True) for k in ("composite", "mask", "target"))
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None
+) -> dict[str, float]:
+    """Mean MSE / fMSE / PSNR (0-255 scale, as the evaluator) over the validation items."""
+    was_training = model.training
+    model.eval()
+    sums = {"mse": 0.0, "fmse": 0.0, "psnr": 0.0}
+    count = 0
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    for batch in loader:
+        composite, mask, target = _to(batch, device)
+        with autocast:
+            pred = model(composite, mask)
+        metrics = image_metrics(pred.float() * 255, target * 255, mask)
+        for key in sums:
+            sums[key] += float(metrics[key].sum())
+        count += len(composite)
+    model.train(was_training)
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """Make ``dst`` an atomic copy of ``src`` (a hard link where the filesystem allows)."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
+    last = out_dir / "ckpt" / "last.pt"
+    if resume is None:
+        if last.exists():
+            raise GknetError(f"{out_dir} already holds a run ({last}); pass --resume auto or another --out")
+        return None
+    if str(resume) == "auto":
+        return last if last.exists() else None
+    return Path(resume)
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    resume: str | Path | None = None,
+    device: str = "auto",
+    amp: str | None = None,
+    config_name: str | None = None,
+    datasets: tuple[Dataset, Dataset] | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` into ``out_dir`` and return the final metrics.
+
+    resume: a checkpoint path, ``"auto"`` (``out_dir/ckpt/last.pt`` if present) or None.
+    datasets: (train, validation) datasets yielding gknet items; default: built from cfg.data.
+    Returns ``{"step", "epoch", "stopped", "loss", "val", "best_fmse"}``.
+    """
+    prev_threads = torch.get_num_threads()
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+class _Trainer:
+    def __init__(self, cfg, out_dir, resume, device, amp, config_name, datasets):
+        from gknet.models import build_model
+        from gknet.training_data import build_datasets
+
+        self.cfg, self.out_dir, self.config_name = cfg, out_dir, config_name
+        tc = cfg.train
+        self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", 0)))
+        self.dist = init_distributed(self.device)
+        if amp is not None and amp not in AMP_DTYPES:
+            raise GknetError(f"--amp must be bf16 or fp16, got {amp!r}")
+        if amp is not None and self.device.type != "cuda":
+            raise GknetError("--amp needs a CUDA device (mixed precision is GPU-only)")
+        self.amp_dtype = AMP_DTYPES.get(amp)
+        if tc.batch_size % self.dist.world:
+            raise GknetError(
+                f"train.batch_size={tc.batch_size} is not divisible by the world size {self.dist.world}"
+            )
+        self.per_rank_batch = tc.batch_size // self.dist.world
+
+        self.train_set, self.val_set = datasets if datasets is not None else build_datasets(cfg.data, tc)
+        if len(self.train_set) < tc.batch_size:
+            raise GknetError(
+                f"{len(self.train_set)} training items, fewer than train.batch_size={tc.batch_size}"
+            )
+        self.steps_per_epoch = len(self.train_set) // tc.batch_size
+        budget = tc.epochs * self.steps_per_epoch
+        self.total_steps = min(budget, tc.max_steps) if tc.max_steps else budget
+
+        torch.manual_seed(tc.seed)
+        np.random.seed(tc.seed)
+        self.model = build_model(cfg.model).to(self.device)
+        if self.dist.world > 1 and self.device.type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total_steps, tc.warmup_steps, tc.schedule)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.epoch = self.batch_in_epoch = self.step = 0
+        self.best_fmse: float | None = None
+        self.last_val: dict[str, float] | None = None
+        self.elapsed_before = 0.0
+
+        path = _resume_path(resume, out_dir)
+        if path is not None:
+            self._load(path)
+        elif resume is not None and self.dist.main:
+            tqdm.write(f"no checkpoint in {out_dir / 'ckpt'}: starting a new run")
+        if tc.schedule == "cosine" and tc.max_minutes and not tc.max_steps and self.dist.main:
+            tqdm.write(
+                f"warning: the cosine schedule spans {self.total_steps} steps (train.epochs); with a "
+                "max_minutes budget set train.max_steps to the steps that fit, or the lr never decays"
+            )
+        self.net = self.model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+        if self.dist.main:
+            (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.log = RunLog(out_dir, self.dist.main, self.step if path is not None else None)
+        pin = self.device.type == "cuda"
+        self.val_loader = _loader(
+            self.val_set, cfg.data.workers, pin, tc.seed, batch_size=self.per_rank_batch, shuffle=False
+        )
+        self.pin = pin
+
+    # -- state -------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_states(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "best_fmse": self.best_fmse,
+            "val": self.last_val,
+            "elapsed": self._elapsed(),
+            "config": to_dict(self.cfg),
+            "config_name": self.config_name,
+        }
+
+    def _load(self, path: Path) -> None:
+        state = load_state(path, map_location=self.device)
+        if state["config"]["model"] != to_dict(self.cfg)["model"]:
+            raise GknetError(f"{path} was trained with a different model config; resume with its config")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_states(state["rng"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.best_fmse, self.last_val = state["best_fmse"], state["val"]
+        self.elapsed_before = state["elapsed"]
+        if self.dist.main:
+            where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
+            tqdm.write(f"resumed from {path} at {where}")
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def _checkpoint(self, periodic: bool) -> None:
+        paused = time.monotonic()
+        self.dist.barrier()
+        if self.dist.main:
+            ckpt = self.out_dir / "ckpt"
+            last = ckpt / "last.pt"
+            if periodic:
+                step_path = save_state(self._state(), ckpt / f"step_{self.step:07d}.pt")
+                _publish(step_path, last)
+            else:
+                save_state(self._state(), last)
+        self.dist.barrier()
+        self.saved_step = self.step
+        self.window_start += time.monotonic() - paused  # keep img/s a training-only rate
+
+    def _validate(self) -> None:
+        paused = time.monotonic()
+        if self.dist.main:
+            self.last_val = validate(self.model, self.val_loader, self.device, self.amp_dtype)
+            self.log.write({"step": self.step, "epoch": self.epoch, "val": self.last_val})
+            if self.best_fmse is None or self.last_val["fmse"] < self.best_fmse:
+                self.best_fmse = self.last_val["fmse"]
+                save_state(self._state(), self.out_dir / "ckpt" / "best.pt")
+        self.dist.barrier()
+        self.validated_step = self.step
+        self.window_start += time.monotonic() - paused
+
+    # -- loop --------------------------------------------------------------------------
+    def _train_step(self, batch: dict) -> torch.Tensor:
+        composite, mask, target = _to(batch, self.device)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with autocast:
+            pred = self.net(composite, mask)
+        loss = fn_mse_loss(pred.float(), target, mask, self.cfg.train.a_min)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    def _out_of_time(self) -> bool:
+        minutes = self.cfg.train.max_minutes
+        if not minutes:
+            return False
+        flag = torch.tensor([float(self._elapsed() >= 60 * minutes)], device=self.device)
+        if self.dist.world > 1:
+            dist.broadcast(flag, src=0)  # every rank must stop after the same step
+        return bool(flag.item())
+
+    def run(self) -> dict[str, Any]:
+        tc = self.cfg.train
+        self.started = time.monotonic()
+        self.saved_step = self.validated_step = self.step if self.step else -1
+        stopped = "max_steps" if tc.max_steps and self.step >= tc.max_steps else "epochs"
+        loss_sum, window_steps, self.window_start = torch.zeros((), device=self.device), 0, time.monotonic()
+        last_loss = math.nan
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.dist.main
+        )
+        self.log.write(
+            {"step": self.step, "event": "start", "world_size": self.dist.world,
+             "global_batch": self.per_rank_batch * self.dist.world, "per_rank_batch": self.per_rank_batch}
+        )
+        while stopped == "epochs" and self.epoch < tc.epochs:
+            if hasattr(self.train_set, "set_epoch"):
+                self.train_set.set_epoch(self.epoch)
+            batches = epoch_batches(
+                len(self.train_set), tc.batch_size, tc.seed, self.epoch, self.dist.rank, self.dist.world
+            )
+            loader = _loader(
+                self.train_set, self.cfg.data.workers, self.pin, tc.seed + self.epoch,
+                batch_sampler=batches[self.batch_in_epoch :],
+            )
+            for batch in loader:
+                lr = self.optimizer.param_groups[0]["lr"]
+                loss_sum += self._train_step(batch)
+                self.step += 1
+                self.batch_in_epoch += 1
+                window_steps += 1
+                bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == self.total_steps:
+                    last_loss, img_per_s = self._log_train(loss_sum, window_steps, lr)
+                    bar.set_postfix(loss=f"{last_loss:.4g}", img_s=f"{img_per_s:.1f}")
+                    loss_sum.zero_()
+                    window_steps, self.window_start = 0, time.monotonic()
+                if tc.val_every and self.step % tc.val_every == 0:
+                    self._validate()
+                if tc.ckpt_every and self.step % tc.ckpt_every == 0:
+                    self._checkpoint(periodic=True)
+                if tc.max_steps and self.step >= tc.max_steps:
+                    stopped = "max_steps"
+                elif self._out_of_time():
+                    stopped = "max_minutes"
+                if stopped != "epochs":
+                    break
+            else:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if not tc.val_every:
+                    self._validate()
+                if not tc.ckpt_every:
+                    self._checkpoint(periodic=True)
+        bar.close()
+        if self.validated_step != self.step:
+            self._validate()
+        if self.saved_step != self.step:
+            self._checkpoint(periodic=False)
+        self._dump_params()
+        self.log.write({"step": self.step, "event": "end", "stopped": stopped, "time": self._elapsed()})
+        self.log.close()
+        if self.dist.world > 1:
+            dist.destroy_process_group()
+        return {
+            "step": self.step, "epoch": self.epoch, "stopped": stopped, "loss": last_loss,
+            "val": self.last_val, "best_fmse": self.best_fmse,
+        }
+
+    def _log_train(self, loss_sum: torch.Tensor, steps: int, lr: float) -> tuple[float, float]:
+        mean = loss_sum / max(steps, 1)
+        if self.dist.world > 1:
+            dist.all_reduce(mean)
+            mean /= self.dist.world
+        loss = float(mean)
+        img_per_s = steps * self.cfg.train.batch_size / max(time.monotonic() - self.window_start, 1e-9)
+        self.log.write(
+            {"step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr, "img_per_s": img_per_s,
+             "time": self._elapsed()}
+        )
+        return loss, img_per_s
+
+    def _dump_params(self) -> None:
+        folder = os.environ.get(DUMP_PARAMS_ENV)
+        if folder:
+            torch.save(self.model.state_dict(), Path(folder) / f"rank{self.dist.rank}.pt")
+
+
+def _stored_config(state: dict[str, Any], path: str | Path) -> Config:
+    try:
+        return from_dict(Config, state["config"], where=f"{Path(path).name}:config")
+    except ConfigError as exc:
+        raise GknetError(f"invalid config in {path}: {exc}") from None
+
+
+def config_from_checkpoint(path: str | Path) -> tuple[Config, str | None]:
+    """The resolved config (and config name) stored in a training checkpoint."""
+    state = load_state(path)
+    return _stored_config(state, path), state["config_name"]
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
+    from gknet.checkpoint import save_release
+    from gknet.models import build_model
+
+    output = Path(output).with_suffix(".safetensors")
+    if not overwrite and (output.exists() or output.with_suffix(".json").exists()):
+        raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
+    state = load_state(checkpoint)
+    cfg = _stored_config(state, checkpoint)
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    meta = {
+        "step": state["step"],
+        "epoch": state["epoch"],
+        "val": state["val"],
+        "best_val_fmse": state["best_fmse"],
+        "config_name": state["config_name"],
+        "train": to_dict(cfg.train),
+        "data": to_dict(cfg.data),
+    }
+    return save_release(model, cfg.model, output, meta=meta)

@@ -1,0 +1,139 @@
+"""The training log: ``log.jsonl`` records (+ TensorBoard when installed) and their plot.
+
+Records, one JSON object per line:
+
+- training: ``{"step", "epoch", "loss", "lr", "img_per_s", "time"}`` (loss: mean since the
+  previous record; time: seconds of training in the run so far, across resumes),
+- validation: ``{"step", "epoch", "val": {"mse", "fmse", "psnr"}}``,
+- events: ``{"step", "event": "start" | "end", ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gknet.errors import GknetError
+from gknet.train_state import atomic_write_text
+
+
+class RunLog:
+    """Appends records to ``out_dir/log.jsonl`` on rank 0; a no-op on other ranks."""
+
+    def __init__(self, out_dir: Path, enabled: bool, resume_step: int | None):
+        self.path = out_dir / "log.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.exists():
+            # Drop records a killed run wrote after its last checkpoint: those steps are redone.
+            kept = [line for line in self.path.read_text().splitlines() if _record_step(line) <= resume_step]
+            atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tb"))
+        except ImportError:
+            pass  # TensorBoard is optional
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None and "event" not in record:
+            prefix = "val" if "val" in record else "train"
+            scalars = record.get("val") or {k: record[k] for k in ("loss", "lr", "img_per_s")}
+            for key, value in scalars.items():
+                self.tb.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _record_step(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return math.inf  # a line cut short by a kill
+
+
+def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """(training records, validation records) of a log.jsonl, each sorted by step."""
+    path = Path(path)
+    if not path.is_file():
+        raise GknetError(f"log file not found: {path}")
+    train, val = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise GknetError(f"{path}:{number} is not a JSON record") from None
+        if "val" in record:
+            val.append(record)
+        elif "loss" in record:
+            train.append(record)
+    if not train and not val:
+        raise GknetError(f"{path} holds no training or validation records")
+    return sorted(train, key=lambda r: r["step"]), sorted(val, key=lambda r: r["step"])
+
+
+def ema(values: list[float], factor: float) -> list[float]:
+    """Exponential moving average, bias-corrected so the curve starts at the first value."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = factor * avg + (1 - factor) * v
+        out.append(avg / (1 - factor**i) if factor else v)
+    return out
+
+
+def plot_training_log(
+    log: str | Path, output: str | Path, smooth: float = 0.9, overwrite: bool = False
+) -> Path:
+    """Training loss (raw + EMA-smoothed) and validation fMSE / PSNR against the step, as one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not 0.0 <= smooth < 1.0:
+        raise GknetError(f"--smooth must be in [0, 1), got {smooth}")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
+    fmt = output.suffix.lower().lstrip(".")
+    if fmt not in ("png", "pdf", "svg"):
+        raise GknetError(f"unsupported plot format {output.suffix!r} (use .png, .pdf or .svg)")
+    train, val = read_log(log)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+    axes[0].plot(steps, losses, alpha=0.3, color="tab:blue", label="loss")
+    axes[0].plot(steps, ema(losses, smooth), color="tab:blue", label=f"EMA {smooth}")
+    axes[0].set(title="training loss (fMSE, Eq. 7)", xlabel="step", yscale="log")
+    vsteps = [r["step"] for r in val]
+    axes[1].plot(vsteps, [r["val"]["fmse"] for r in val], "o-", color="tab:red")
+    axes[1].set(title="validation fMSE (lower is better)", xlabel="step")
+    axes[2].plot(vsteps, [r["val"]["psnr"] for r in val], "o-", color="tab:green")
+    axes[2].set(title="validation PSNR dB (higher is better)", xlabel="step")
+    axes[0].legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=100)
+        os.replace(tmp, output)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return output

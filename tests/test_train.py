@@ -1,0 +1,193 @@
+"""Training loop: overfitting, data order, schedules, datasets, export, logs and CLI errors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from gknet.checkpoint import load_release
+from gknet.cli import main as cli_main
+from gknet.config import Config, TrainConfig
+from gknet.losses import fn_mse_loss
+from gknet.models import build_model
+from gknet.train import epoch_batches, lr_factor, train
+from gknet.train_state import load_state, restore_rng_states, rng_states
+from gknet.training_data import build_datasets
+from gknet.training_log import ema, read_log
+from tests.conftest import require_shared, tiny_config
+from tests.train_helpers import GKNET, tiny_train_config, write_triplet_folder
+
+
+class ItemList(Dataset):
+    def __init__(self, items: list[dict]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def _batch_loss(model: torch.nn.Module, items: list[dict], a_min: float) -> float:
+    batch = {k: torch.stack([it[k] for it in items]) for k in ("composite", "mask", "target")}
+    with torch.no_grad():  # train mode: BatchNorm uses batch statistics, as during training
+        pred = model(batch["composite"], batch["mask"])
+    return float(fn_mse_loss(pred, batch["target"], batch["mask"], a_min))
+
+
+def test_tiny_model_overfits_four_synthetic_composites(tmp_path):
+    from gknet.data.synthetic import SyntheticComposites
+
+    photos = require_shared("data", "photos")
+    source = SyntheticComposites(photos, "val", image_size=32, limit=4)
+    items = [source[i] for i in range(4)]
+    train_cfg = TrainConfig(
+        image_size=32, batch_size=4, epochs=1000, max_steps=80, lr=3e-3, log_every=10, val_every=80, threads=1
+    )
+    cfg = Config(model=tiny_config(), train=train_cfg)
+    result = train(cfg, tmp_path / "run", datasets=(ItemList(items), ItemList(items)))
+    assert result["step"] == 80 and result["stopped"] == "max_steps"
+
+    torch.manual_seed(cfg.train.seed)  # the initial weights train() started from
+    initial = build_model(cfg.model)
+    trained = build_model(cfg.model)
+    trained.load_state_dict(load_state(tmp_path / "run" / "ckpt" / "last.pt")["model"])
+    before, after = _batch_loss(initial, items, cfg.train.a_min), _batch_loss(trained, items, cfg.train.a_min)
+    assert after * 10 <= before, (before, after)
+
+
+def test_epoch_batches_shard_each_global_batch_deterministically():
+    whole = epoch_batches(23, 6, seed=3, epoch=1)
+    assert len(whole) == 3 and all(len(b) == 6 for b in whole)  # remainder of 23 // 6 dropped
+    flat = [i for b in whole for i in b]
+    assert len(set(flat)) == 18 and set(flat) <= set(range(23))
+    assert whole == epoch_batches(23, 6, seed=3, epoch=1)
+    assert whole != epoch_batches(23, 6, seed=3, epoch=2)
+    assert whole != epoch_batches(23, 6, seed=4, epoch=1)
+    ranks = [epoch_batches(23, 6, seed=3, epoch=1, rank=r, world=3) for r in range(3)]
+    for step, batch in enumerate(whole):
+        assert [i for shards in ranks for i in shards[step]] == batch
+        assert all(len(shards[step]) == 2 for shards in ranks)
+
+
+def test_lr_factor_warmup_then_cosine():
+    assert lr_factor(0, 100, 10, "constant") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "constant") == pytest.approx(1.0)
+    assert lr_factor(50, 100, 10, "constant") == 1.0
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(500, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_rng_states_round_trip():
+    import random
+
+    states = rng_states()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng_states(states)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_folder_datasets_split_and_items(tmp_path):
+    root = write_triplet_folder(tmp_path / "data", count=16, size=40)
+    cfg = tiny_train_config(root)
+    fit, val = build_datasets(cfg.data, cfg.train)
+    fit_names = {fit[i]["name"] for i in range(len(fit))}
+    val_names = {val[i]["name"] for i in range(len(val))}
+    assert fit_names.isdisjoint(val_names) and len(fit_names | val_names) == 16 and val_names
+    item = fit[0]
+    assert item["composite"].shape == (3, 32, 32) and item["mask"].shape == (1, 32, 32)
+    assert set(item["mask"].unique().tolist()) <= {0.0, 1.0}
+    # Training items are a function of (seed, epoch, index); validation items never change.
+    epoch0 = [fit[i]["composite"] for i in range(len(fit))]
+    fit.set_epoch(1)
+    assert any(not torch.equal(fit[i]["composite"], epoch0[i]) for i in range(len(fit)))
+    fit.set_epoch(0)
+    assert all(torch.equal(fit[i]["composite"], epoch0[i]) for i in range(len(fit)))
+    with Image.open(root / "targets" / f"{Path(val[0]['name']).stem}.png") as img:
+        target = np.asarray(img.resize((32, 32), Image.BILINEAR), dtype=np.float32) / 255
+    assert torch.allclose(val[0]["target"], torch.from_numpy(target).permute(2, 0, 1), atol=1e-6)
+
+
+def test_train_writes_logs_checkpoints_and_exports(tmp_path):
+    root = write_triplet_folder(tmp_path / "data", count=12, size=40)
+    cfg = tiny_train_config(root, max_steps=7, log_every=2, val_every=3, ckpt_every=3)
+    out = tmp_path / "run"
+    result = train(cfg, out, config_name="tiny")
+    ckpt = out / "ckpt"
+    names = sorted(p.name for p in ckpt.iterdir())
+    assert names == ["best.pt", "last.pt", "step_0000003.pt", "step_0000006.pt"]
+    assert load_state(ckpt / "last.pt")["step"] == 7
+    train_records, val_records = read_log(out / "log.jsonl")
+    assert [r["step"] for r in train_records] == [2, 4, 6, 7]
+    assert [r["step"] for r in val_records] == [3, 6, 7]
+    assert set(train_records[0]) == {"step", "epoch", "loss", "lr", "img_per_s", "time"}
+    best = min(val_records, key=lambda r: r["val"]["fmse"])
+    assert load_state(ckpt / "best.pt")["step"] == best["step"]
+    assert result["best_fmse"] == pytest.approx(best["val"]["fmse"])
+    assert result["val"] == val_records[-1]["val"]
+
+    # Validation numbers are the evaluator's metrics of the saved model on the validation split.
+    from gknet.metrics import image_metrics
+
+    _, val_set = build_datasets(cfg.data, cfg.train)
+    model = build_model(cfg.model)
+    model.load_state_dict(load_state(ckpt / "last.pt")["model"])
+    model.eval()
+    items = [val_set[i] for i in range(len(val_set))]
+    batch = {k: torch.stack([it[k] for it in items]) for k in ("composite", "mask", "target")}
+    with torch.no_grad():
+        pred = model(batch["composite"], batch["mask"])
+    metrics = image_metrics(pred * 255, batch["target"] * 255, batch["mask"])
+    assert result["val"]["fmse"] == pytest.approx(float(metrics["fmse"].mean()), rel=1e-5)
+
+    assert cli_main(["export", str(ckpt / "best.pt"), "-o", str(tmp_path / "model.safetensors")]) == 0
+    released, model_cfg, meta = load_release(tmp_path / "model.safetensors")
+    assert model_cfg == cfg.model and meta["step"] == best["step"] and meta["config_name"] == "tiny"
+    best_weights = load_state(ckpt / "best.pt")["model"]
+    assert all(torch.equal(v, best_weights[k]) for k, v in released.state_dict().items())
+
+    assert cli_main(["plot-log", str(out / "log.jsonl"), "-o", str(tmp_path / "curves.png")]) == 0
+    with Image.open(tmp_path / "curves.png") as png:
+        assert png.format == "PNG" and png.width > 500
+
+
+def test_cli_refuses_to_overwrite_a_run_and_bad_settings(tmp_path, capsys):
+    root = write_triplet_folder(tmp_path / "data", count=12, size=40)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model: {widths: [8, 16], lre_heads: 2, scf_groups: 4, kpb_levels: 2}\n"
+        f"train: {{image_size: 32, batch_size: 2, max_steps: 2, threads: 1}}\n"
+        f"data: {{source: folder, root: '{root}', val_fraction: 0.25}}\n"
+    )
+    out = str(tmp_path / "run")
+
+    def train_cli(*extra: str) -> int:
+        return cli_main(["train", "--config", str(config), *extra])
+
+    assert train_cli("--out", out, "--device", "cpu") == 0
+    capsys.readouterr()
+    assert train_cli("--out", out) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert train_cli("--out", out + "2", "--amp", "bf16", "--device", "cpu") == 2
+    assert "CUDA" in capsys.readouterr().err
+    assert train_cli("--out", out + "3", "--set", "train.batch_size=40") == 2
+    assert "fewer than train.batch_size" in capsys.readouterr().err
+    assert train_cli("--set", "train.nope=1") == 2
+    assert cli_main(["export", str(config), "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_ema_and_cli_entry_point(tmp_path):
+    assert ema([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])
+    assert ema([0.0, 1.0], 0.5) == pytest.approx([0.0, 0.5 / 0.75])
+    proc = subprocess.run([GKNET, "train", "--help"], capture_output=True, text=True, check=True)
+    assert "--resume" in proc.stdout and "torchrun" in proc.stdout
