@@ -1,0 +1,95 @@
+"""``gknet studio``: the local web app (harmonize page, pairwise user study, scores)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import sys
+from pathlib import Path
+
+DEFAULT_STUDY_DIR = Path("..") / "shared" / "data" / "lalonde_composites"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "studio",
+        help="local web app: harmonize your images and run a pairwise user study",
+        description="Start the studio web server (see docs/studio.md). Needs the 'studio' extra: "
+        "pip install 'gknet[studio]'.",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    p.add_argument("--port", type=int, default=7860, help="default: 7860")
+    p.add_argument(
+        "--db", default="studio.sqlite", help="SQLite file of the study votes (default: studio.sqlite)"
+    )
+    p.add_argument(
+        "--weights", default="default", help="release .safetensors file, or 'default' (shipped weights)"
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--study-dir",
+        default=str(DEFAULT_STUDY_DIR),
+        help=f"folder with composites/ and masks/ for the study (default: {DEFAULT_STUDY_DIR})",
+    )
+    p.add_argument(
+        "--methods",
+        default="composite,reinhard,gknet",
+        help="built-in methods in the study, comma separated (default: composite,reinhard,gknet); "
+        "folders registered with 'gknet study add' are always included",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="upload limit per request (default: 25)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000, help="pixel limit per image (default: 50e6)")
+    p.set_defaults(func=run)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run(args) -> int:
+    from gknet.errors import GknetError
+
+    try:
+        import uvicorn
+
+        from gknet.studio.server import create_app
+    except ImportError as exc:
+        raise GknetError(
+            f"the studio needs extra packages ({exc.name}): pip install 'gknet[studio]'"
+        ) from None
+    from gknet import Harmonizer
+    from gknet.checkpoint import DEFAULT_WEIGHTS
+
+    weights = DEFAULT_WEIGHTS if args.weights == "default" else Path(args.weights)
+    if args.weights == "default":
+        harmonizer = Harmonizer.from_pretrained(device=args.device)  # warns while no weights are shipped
+    else:
+        harmonizer = Harmonizer.from_file(weights, device=args.device)
+    # Cached study results are keyed by the weights' content, so new weights never reuse old results.
+    model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "untrained"
+    study_dir = Path(args.study_dir)
+    if not study_dir.is_dir():
+        print(f"gknet studio: no study images at {study_dir}; the study page is disabled", file=sys.stderr)
+        study_dir = None
+    app = create_app(
+        args.db,
+        harmonizer=harmonizer,
+        study_dir=study_dir,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        model_tag=model_tag,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+    )
+    if not _is_loopback(args.host):
+        print(
+            f"gknet studio: warning: listening on {args.host}: other machines can reach the studio",
+            file=sys.stderr,
+        )
+    print(f"gknet studio: http://{args.host}:{args.port}/  (votes in {args.db}; Ctrl+C to stop)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
