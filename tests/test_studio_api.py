@@ -298,7 +298,7 @@ def test_scores_cli(tmp_path, capsys):
     args = ["study", "scores", "--db", str(db.path), "--bootstrap", "100", "--plot", str(plot)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "18 votes from 1 sessions on 18 images" in out
+    assert "18 votes on 18 images, 1 session(s)" in out
     table = out.splitlines()[2:5]
     assert [line.split()[0] for line in table] == ["gknet", "composite", "reinhard"]
     assert Image.open(plot).format == "PNG"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import sys
+import warnings
 from pathlib import Path
 
 DEFAULT_STUDY_DIR = Path("..") / "shared" / "data" / "lalonde_composites"
@@ -66,10 +67,15 @@ def run(args) -> int:
     from gknet.checkpoint import DEFAULT_WEIGHTS
 
     weights = DEFAULT_WEIGHTS if args.weights == "default" else Path(args.weights)
-    if args.weights == "default":
-        harmonizer = Harmonizer.from_pretrained(device=args.device)  # warns while no weights are shipped
-    else:
-        harmonizer = Harmonizer.from_file(weights, device=args.device)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. untrained default weights
+        warnings.simplefilter("always")
+        if args.weights == "default":
+            harmonizer = Harmonizer.from_pretrained(device=args.device)
+        else:
+            harmonizer = Harmonizer.from_file(weights, device=args.device)
+    model_warning = " ".join(str(w.message) for w in caught) or None
+    if model_warning:
+        print(f"gknet studio: warning: {model_warning}", file=sys.stderr)
     # Cached study results are keyed by the weights' content, so new weights never reuse old results.
     model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "untrained"
     study_dir = Path(args.study_dir)
@@ -82,6 +88,7 @@ def run(args) -> int:
         study_dir=study_dir,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         model_tag=model_tag,
+        model_warning=model_warning,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
     )

@@ -78,10 +78,8 @@ def run_scores(args) -> int:
         confidence=args.confidence,
         seed=args.seed,
     )
-    sessions = len({v.session for v in votes})
-    print(
-        f"{len(votes)} votes from {sessions} sessions on {len({v.image for v in votes})} images ({args.db})"
-    )
+    images, sessions = len({v.image for v in votes}), len({v.session for v in votes})
+    print(f"{args.db}: {len(votes)} votes on {images} images, {sessions} session(s)")
     print(format_table(rows, args.confidence))
     if args.plot:
         title = f"Bradley-Terry scores ({len(votes)} votes)"

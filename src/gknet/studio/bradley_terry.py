@@ -157,10 +157,11 @@ def plot_scores(rows: Sequence[Score], title: str = "Bradley-Terry scores"):
     values = np.array([row.score for row in rows])
     errors = np.array([[row.score - row.low, row.high - row.score] for row in rows]).T
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.6), dpi=120)
-    bars = ax.bar(names, values, color="#4c78a8")
+    positions = np.arange(len(rows))
+    ax.bar(positions, values, color="#4c78a8")
     if np.isfinite(errors).all():
-        ax.errorbar(names, values, yerr=errors, fmt="none", ecolor="#222222", capsize=5, linewidth=1.2)
-    ax.bar_label(bars, labels=[f"{v:+.2f}" for v in values], padding=3, fontsize=8)
+        ax.errorbar(positions, values, yerr=errors, fmt="none", ecolor="#222222", capsize=5, linewidth=1.2)
+    ax.set_xticks(positions, [f"{name}\n{value:+.2f}" for name, value in zip(names, values, strict=True)])
     ax.axhline(0, color="#888888", linewidth=0.8)
     ax.set_ylabel("B-T score (log-strength, mean 0)")
     ax.set_title(title)

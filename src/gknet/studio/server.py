@@ -147,6 +147,7 @@ def create_app(
     methods: tuple[str, ...] = DEFAULT_METHODS,
     cache_dir: str | Path | None = None,
     model_tag: str = "",
+    model_warning: str | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     seed: int | None = None,
@@ -159,7 +160,8 @@ def create_app(
     disable the study. methods: built-in methods compared in the study, plus every folder
     registered in the database. cache_dir: where computed results are cached (default: beside
     the database, ``<db stem>_cache``). model_tag: names the model's cache folder so results of
-    other weights are not reused. seed: fixes the order of pairs (tests).
+    other weights are not reused. model_warning: shown on the harmonize page (e.g. untrained
+    weights). seed: fixes the order of pairs (tests).
     """
     db = StudyDB(db_path)
     cache_dir = Path(cache_dir) if cache_dir else db.path.with_name(f"{db.path.stem}_cache")
@@ -197,6 +199,7 @@ def create_app(
     def info():
         return {
             "model": harmonizer is not None,
+            "model_warning": model_warning,
             "study_images": len(study.samples) if study else 0,
             "study_methods": study.method_names if study else [],
             "votes": db.count_votes(),

@@ -18,7 +18,9 @@ const state = {
 fetchJSON("/api/info").then((info) => {
   $("limits").textContent = `Limits: ${info.max_upload_mb} MB per upload, ` +
     `${Math.round(info.max_pixels / 1e6)} megapixels per image.`;
-  if (!info.model) setStatus($("status"), "No model is loaded: start the studio with --weights.", "error");
+  const note = info.model ? info.model_warning : "No model is loaded: start the studio with --weights PATH.";
+  $("model-note").textContent = note || "";
+  $("model-note").hidden = !note;
 });
 
 function updateRunButton() {
