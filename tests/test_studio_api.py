@@ -91,11 +91,13 @@ def test_harmonize_returns_the_full_resolution_result(client, harmonizer):
     painted = np.zeros((50, 70, 4), dtype=np.uint8)
     painted[10:40, 5:45] = (255, 45, 45, 255)  # what the brush canvas exports: red, alpha = coverage
     response = upload(
-        client, png_bytes(composite), png_bytes(Image.fromarray(painted)), ("photo.png", "mask.png")
+        client, png_bytes(composite), png_bytes(Image.fromarray(painted)), ("été 1.png", "mask.png")
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
-    assert 'filename="photo_harmonized.png"' in response.headers["content-disposition"]
+    disposition = response.headers["content-disposition"]  # non-ASCII names survive, percent-encoded
+    assert 'filename="_t__1_harmonized.png"' in disposition
+    assert "filename*=UTF-8''%C3%A9t%C3%A9%201_harmonized.png" in disposition
     result = np.asarray(Image.open(io.BytesIO(response.content)))
     assert result.shape == (50, 70, 3)
     np.testing.assert_array_equal(result, np.asarray(harmonizer(composite, Image.fromarray(painted[..., 3]))))

@@ -23,6 +23,7 @@ import re
 import threading
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -223,12 +224,11 @@ def create_app(
                 result = harmonizer(image, alpha)
         except GknetError as exc:
             raise HTTPException(422, str(exc)) from None
-        stem = Path(composite.filename or "image").stem
-        return Response(
-            _png(result),
-            media_type="image/png",
-            headers={"Content-Disposition": f'attachment; filename="{stem}_harmonized.png"'},
-        )
+        name = f"{Path(composite.filename or 'image').stem}_harmonized.png"
+        # RFC 6266: an ASCII fallback plus the UTF-8 name (headers themselves must be Latin-1).
+        fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
+        return Response(_png(result), media_type="image/png", headers={"Content-Disposition": disposition})
 
     def _session(session: str) -> str:
         if not SESSION.match(session):
@@ -239,9 +239,10 @@ def create_app(
     def new_pair(session: Annotated[str, Query()]):
         if study is None:
             raise HTTPException(503, "no study images: start the studio with --study-dir DIR")
+        session = _session(session)
         with rng_lock:
             stem, left, right = study.random_pair(rng)
-        pair = db.add_pair(_session(session), stem, left, right)
+        pair = db.add_pair(session, stem, left, right)
         return {
             "pair_id": pair.id,
             "left": f"/api/study/pair/{pair.id}/left",
