@@ -4,8 +4,10 @@ Conversions (documented for users):
 - composites/targets: EXIF orientation applied; grayscale, palette, RGBA (alpha dropped),
   CMYK and 16-bit images are converted to 8-bit RGB.
 - masks: converted to one channel in [0, 255]. An RGBA mask uses its alpha channel when
-  the alpha is not constant, otherwise its colour; RGB masks are converted to luminance;
-  16-bit masks are rescaled to 8 bits. Soft values are kept (they act as alpha).
+  the alpha is not constant, otherwise its colour; an RGB mask uses the largest of its
+  three channels (so grey, white and coloured-on-black masks all work); 16-bit masks are
+  rescaled to 8 bits; a label map holding only the values 0 and 1 is read as 0 / 255.
+  Soft values are kept (they act as alpha).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def _open(path: str | Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        # A composite and its mask carrying the same orientation tag stay aligned.
+        return ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise GknetError(f"cannot read image {path}: {exc}") from None
-    return ImageOps.exif_transpose(img)
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -63,8 +66,6 @@ def rgb_image(img: Image.Image) -> Image.Image:
 def mask_image(img: Image.Image) -> Image.Image:
     """Any PIL image -> 8-bit single-channel mask ('L')."""
     img = _to_8bit(img)
-    if img.mode == "1":
-        return img.convert("L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA") if img.mode != "LA" else img
         alpha = img.getchannel("A")
@@ -72,7 +73,13 @@ def mask_image(img: Image.Image) -> Image.Image:
         if lo != hi:
             return alpha
         img = img.convert("RGB")
-    return img.convert("L")
+    if img.mode not in ("1", "L"):
+        img = img.convert("RGB")
+        img = Image.fromarray(np.asarray(img).max(axis=2))
+    img = img.convert("L")
+    if img.getextrema() == (0, 1):
+        img = img.point(lambda v: 255 * v)
+    return img
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -91,10 +98,13 @@ def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = Fals
     Refuses to replace an existing file unless ``overwrite``; the format follows the suffix.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise GknetError(f"output exists: {path} (pass --overwrite to replace it)")
     if path.is_dir():
         raise GknetError(f"output path is a directory: {path}")
+    if path.exists() and not overwrite:
+        raise GknetError(f"output exists: {path} (pass --overwrite to replace it)")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise GknetError(f"unknown image format for output {path} (use .png or .jpg)")
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -103,9 +113,6 @@ def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = Fals
         raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            fmt = Image.registered_extensions().get(path.suffix.lower())
-            if fmt is None:
-                raise GknetError(f"unknown image format for output {path} (use .png or .jpg)")
             params = {"quality": 95} if fmt == "JPEG" else {}
             img.save(fh, format=fmt, **params)
         os.replace(tmp, path)
