@@ -1,0 +1,238 @@
+"""Harmonizer: the public inference API. Any image type, any size, full-resolution output.
+
+    from gknet import Harmonizer
+    h = Harmonizer.from_pretrained()          # or Harmonizer.from_file("my.safetensors")
+    result = h(composite, mask)               # PIL image, numpy array or torch tensor
+
+The network runs on a ``resolution`` x ``resolution`` copy of the image (the whole image
+resized, as in training and in the iHarmony4 protocol); its colour change is carried to
+the input's own size by :mod:`gknet.fullres`, so the result keeps every detail of the
+input. The mask is used as alpha: soft values blend, pixels where it is 0 come back
+bit-for-bit unchanged, and an empty mask returns the input with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageChops, ImageFilter
+
+from gknet.data.imageio import mask_image, rgb_image, to_tensor_image
+from gknet.errors import GknetError
+from gknet.fullres import resize, transfer_to_full_resolution
+
+DEFAULT_RESOLUTION = 256
+MIN_RESOLUTION = 16
+OUTLINE_COLOUR = (255, 0, 255)
+
+
+class UntrainedModelWarning(UserWarning):
+    """The model has random weights: its output is not a harmonization."""
+
+
+class EmptyMaskWarning(UserWarning):
+    """The mask selects nothing: the output is the input."""
+
+
+class Harmonizer:
+    """A GKNet model wrapped for inference on users' images.
+
+    ``model(composite [B,3,h,w], mask [B,1,h,w]) -> [B,3,h,w]`` in [0, 1]; ``device`` is
+    ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch.device.
+    """
+
+    def __init__(self, model: torch.nn.Module, resolution: int = DEFAULT_RESOLUTION, device="cpu"):
+        from gknet.evaluate import resolve_device
+
+        if not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
+            raise GknetError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution!r}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        self.model = model.to(self.device).eval()
+        self.resolution = resolution
+
+    @classmethod
+    def from_file(cls, path: str | Path, resolution: int = DEFAULT_RESOLUTION, device="cpu") -> Harmonizer:
+        """Load release weights written by :func:`gknet.checkpoint.save_release`."""
+        from gknet.checkpoint import load_release
+
+        model, _cfg, _meta = load_release(path)
+        return cls(model, resolution, device)
+
+    @classmethod
+    def from_pretrained(cls, resolution: int = DEFAULT_RESOLUTION, device="cpu") -> Harmonizer:
+        """The shipped default weights (:data:`gknet.checkpoint.DEFAULT_WEIGHTS`).
+
+        Until they are shipped, this returns a RANDOMLY INITIALISED model with the default
+        :class:`gknet.config.ModelConfig` (seeded, so runs are reproducible) and warns.
+        """
+        from gknet.checkpoint import DEFAULT_WEIGHTS
+
+        if Path(DEFAULT_WEIGHTS).exists():
+            return cls.from_file(DEFAULT_WEIGHTS, resolution, device)
+        from gknet.config import ModelConfig
+        from gknet.models import build_model
+
+        warnings.warn(
+            f"no trained weights shipped yet ({DEFAULT_WEIGHTS.name} is missing): using a RANDOMLY "
+            "INITIALISED model, its output is NOT a harmonization; pass trained weights with --weights PATH",
+            UntrainedModelWarning,
+            stacklevel=2,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = build_model(ModelConfig())
+        return cls(model, resolution, device)
+
+    def harmonize_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """composite [B, 3, H, W] float in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B, 3, H, W].
+
+        Same dtype and device as ``composite``; where ``mask`` is 0 the output equals it exactly.
+        """
+        if composite.ndim != 4 or composite.shape[1] != 3 or not composite.is_floating_point():
+            raise GknetError(f"composite must be a float tensor [B, 3, H, W], got {_describe(composite)}")
+        b, _, h, w = composite.shape
+        if tuple(mask.shape) != (b, 1, h, w):
+            raise GknetError(f"mask must be [B, 1, H, W] = [{b}, 1, {h}, {w}], got {list(mask.shape)}")
+        empty = (mask.reshape(b, -1) <= 0).all(dim=1)
+        for i in empty.nonzero().flatten().tolist():
+            where = f" (image {i} of the batch)" if b > 1 else ""
+            message = f"the mask is empty{where}: the output equals the input"
+            warnings.warn(message, EmptyMaskWarning, stacklevel=2)
+        if bool(empty.all()):
+            return composite.clone()
+        with torch.no_grad():
+            comp = composite.to(self.device, torch.float32)
+            alpha = mask.to(self.device, torch.float32).clamp(0, 1)
+            low = (self.resolution, self.resolution)
+            if (h, w) == low:
+                out = self.model(comp, alpha)
+            else:
+                low_comp, low_alpha = resize(comp, low), resize(alpha, low).clamp(0, 1)
+                low_out = self.model(low_comp, low_alpha)
+                out = transfer_to_full_resolution(comp, alpha, low_comp, low_out, low_alpha)
+            out = out.to(composite.device, composite.dtype)
+            return torch.where(mask.to(composite.device) > 0, out, composite)
+
+    def __call__(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
+        """Harmonize one image; returns the composite's type, dtype and size.
+
+        composite: PIL image (any mode; returns RGB), numpy array H x W x 3 (uint8 or float in
+        [0, 1]) or torch tensor [3, H, W] / [B, 3, H, W] (float in [0, 1]).
+        mask: PIL image, numpy array H x W (x 1) (bool, uint8, uint16 or float in [0, 1]) or
+        tensor [H, W] / [1, H, W] / [B, 1, H, W]; soft values act as alpha.
+        threshold: if given, the mask becomes binary (foreground where mask >= threshold).
+        resize_mask: resize a mask of another size to the composite's instead of failing.
+        """
+        comp, restore = _composite_to_tensor(composite)
+        alpha = _mask_to_tensor(mask, comp.shape[0])
+        if alpha.shape[-2:] != comp.shape[-2:]:
+            if not resize_mask:
+                (mh, mw), (ch, cw) = alpha.shape[-2:], comp.shape[-2:]
+                raise GknetError(
+                    f"mask is {mw}x{mh} but the composite is {cw}x{ch} "
+                    "(pass --resize-mask / resize_mask=True to resize the mask)"
+                )
+            alpha = resize(alpha, tuple(comp.shape[-2:])).clamp(0, 1)
+        if threshold is not None:
+            if not 0 < threshold <= 1:
+                raise GknetError(f"threshold must be in (0, 1], got {threshold}")
+            alpha = (alpha >= threshold).to(alpha.dtype)
+        return restore(self.harmonize_tensor(comp, alpha.to(comp.device)))
+
+
+def _describe(x) -> str:
+    return f"{type(x).__name__} of shape {list(x.shape)} and dtype {x.dtype}"
+
+
+def _composite_to_tensor(composite):
+    """-> ([B, 3, H, W] float tensor, function turning a result tensor back into the input's type)."""
+    if isinstance(composite, Image.Image):
+        tensor = to_tensor_image(rgb_image(composite))[None]
+        return tensor, lambda out: Image.fromarray(_to_uint8(out[0]))
+    if isinstance(composite, np.ndarray):
+        if composite.ndim != 3 or composite.shape[2] != 3:
+            raise GknetError(f"composite array must be H x W x 3, got {_describe(composite)}")
+        if composite.dtype == np.uint8:
+            tensor = torch.from_numpy(composite.astype(np.float32) / 255.0)
+            return tensor.permute(2, 0, 1)[None], lambda out: _to_uint8(out[0])
+        if not np.issubdtype(composite.dtype, np.floating):
+            raise GknetError(f"composite array must be uint8 or float in [0, 1], got dtype {composite.dtype}")
+        _check_unit_range(composite, "composite")
+        tensor = torch.from_numpy(np.ascontiguousarray(composite)).permute(2, 0, 1)[None]
+        return tensor, lambda out: np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+    if isinstance(composite, torch.Tensor):
+        if not composite.is_floating_point() or composite.ndim not in (3, 4) or composite.shape[-3] != 3:
+            expected = "float [3, H, W] or [B, 3, H, W]"
+            raise GknetError(f"composite tensor must be {expected}, got {_describe(composite)}")
+        _check_unit_range(composite, "composite")
+        if composite.ndim == 3:
+            return composite[None], lambda out: out[0]
+        return composite, lambda out: out
+    kind = type(composite).__name__
+    raise GknetError(f"composite must be a PIL image, numpy array or torch tensor, not {kind}")
+
+
+def _mask_to_tensor(mask, batch: int) -> torch.Tensor:
+    """Any supported mask -> float tensor [B, 1, H, W] in [0, 1]."""
+    if isinstance(mask, Image.Image):
+        return to_tensor_image(mask_image(mask))[None].expand(batch, -1, -1, -1)
+    if isinstance(mask, np.ndarray):
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[..., 0]
+        if mask.ndim != 2:
+            raise GknetError(f"mask array must be H x W or H x W x 1, got {_describe(mask)}")
+        scale = {np.dtype(bool): 1.0, np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(mask.dtype)
+        if scale is None and not np.issubdtype(mask.dtype, np.floating):
+            expected = "bool, uint8, uint16 or float in [0, 1]"
+            raise GknetError(f"mask array must be {expected}, got dtype {mask.dtype}")
+        if scale is None:
+            _check_unit_range(mask, "mask")
+        mask = torch.from_numpy(mask.astype(np.float32) / (scale or 1.0))
+    if not isinstance(mask, torch.Tensor):
+        raise GknetError(f"mask must be a PIL image, numpy array or torch tensor, not {type(mask).__name__}")
+    if mask.dtype == torch.bool:
+        mask = mask.float()
+    if not mask.is_floating_point() or mask.ndim not in (2, 3, 4) or (mask.ndim > 2 and mask.shape[-3] != 1):
+        expected = "float [H, W], [1, H, W] or [B, 1, H, W]"
+        raise GknetError(f"mask tensor must be {expected}, got {_describe(mask)}")
+    _check_unit_range(mask, "mask")
+    while mask.ndim < 4:
+        mask = mask[None]
+    return mask.expand(batch, -1, -1, -1)
+
+
+def _check_unit_range(x, name: str) -> None:
+    lo, hi = float(x.min()), float(x.max())
+    if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
+        raise GknetError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}] (use uint8 for 0-255 data)")
+
+
+def _to_uint8(chw: torch.Tensor) -> np.ndarray:
+    return (chw.float() * 255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def comparison_image(
+    composite: Image.Image, harmonized: Image.Image, mask: Image.Image, max_side: int = 1024
+) -> Image.Image:
+    """Side-by-side picture: composite | harmonized | harmonized with the mask outline drawn.
+
+    Each panel is shrunk so its longer side is at most ``max_side``; the outline follows the
+    mask at 50 %.
+    """
+    scale = min(1.0, max_side / max(composite.size))
+    size = (max(1, round(composite.width * scale)), max(1, round(composite.height * scale)))
+    left, middle = (
+        rgb_image(im).resize(size, Image.BILINEAR, reducing_gap=3) for im in (composite, harmonized)
+    )
+    fg = mask_image(mask).resize(size, Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
+    outline = ImageChops.difference(fg.filter(ImageFilter.MaxFilter(3)), fg.filter(ImageFilter.MinFilter(3)))
+    right = middle.copy()
+    right.paste(OUTLINE_COLOUR, mask=outline)
+    gap = max(2, size[0] // 100)
+    sheet = Image.new("RGB", (3 * size[0] + 2 * gap, size[1]), (255, 255, 255))
+    for i, panel in enumerate((left, middle, right)):
+        sheet.paste(panel, (i * (size[0] + gap), 0))
+    return sheet

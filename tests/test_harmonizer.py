@@ -1,0 +1,190 @@
+"""The Harmonizer API: every input type round-trips, any size, mask semantics, loading."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gknet.checkpoint
+from gknet import Harmonizer
+from gknet.checkpoint import save_release
+from gknet.config import ModelConfig
+from gknet.errors import GknetError
+from gknet.harmonizer import EmptyMaskWarning, UntrainedModelWarning, comparison_image
+from gknet.models import build_model
+
+TINY = ModelConfig(widths=(8, 16), lre_heads=2, scf_groups=4, kpb_levels=2)
+H, W = 45, 70
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: thread synchronisation would cost more than the work on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def harmonizer() -> Harmonizer:
+    torch.manual_seed(0)
+    return Harmonizer(build_model(TINY), resolution=32)
+
+
+def inputs() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    comp = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    mask = np.zeros((H, W), np.uint8)
+    mask[10:35, 20:55] = 255
+    mask[10:35, 20] = 100  # a soft edge
+    return comp, mask
+
+
+def test_types_round_trip_and_agree(harmonizer):
+    comp, mask = inputs()
+    outside = mask == 0
+    as_uint8 = harmonizer(comp, mask)
+    assert as_uint8.dtype == np.uint8 and as_uint8.shape == comp.shape
+    as_pil = harmonizer(Image.fromarray(comp), Image.fromarray(mask))
+    assert isinstance(as_pil, Image.Image) and as_pil.mode == "RGB" and as_pil.size == (W, H)
+    as_f32 = harmonizer(comp.astype(np.float32) / 255, mask.astype(np.float32) / 255)
+    as_f64 = harmonizer(comp / 255.0, mask > 0)
+    assert as_f32.dtype == np.float32 and as_f64.dtype == np.float64 and as_f32.shape == comp.shape
+    tensor = torch.from_numpy(comp).permute(2, 0, 1).double() / 255
+    as_tensor = harmonizer(tensor, torch.from_numpy(mask).float() / 255)
+    assert as_tensor.dtype == torch.float64 and as_tensor.shape == (3, H, W)
+    batch = harmonizer(tensor[None].float().repeat(2, 1, 1, 1), torch.from_numpy(mask)[None, None] / 255.0)
+    assert batch.shape == (2, 3, H, W) and batch.dtype == torch.float32
+
+    assert np.array_equal(np.asarray(as_pil), as_uint8)
+    assert np.abs(as_f32 * 255 - as_uint8).max() <= 0.5 + 1e-3  # uint8 result = rounded float result
+    np.testing.assert_allclose(as_tensor.permute(1, 2, 0).numpy(), as_f32, atol=1e-6)
+    torch.testing.assert_close(batch[0], batch[1])
+    # Outside the mask, every type returns the input bit for bit; inside, the model acts.
+    assert np.array_equal(as_uint8[outside], comp[outside])
+    assert np.array_equal(as_f64[outside], (comp / 255.0)[outside])
+    keep = torch.from_numpy(outside)
+    assert torch.equal(as_tensor.permute(1, 2, 0)[keep], tensor.permute(1, 2, 0)[keep])
+    assert (as_uint8[mask == 255] != comp[mask == 255]).any()
+
+
+def test_network_size_input_is_the_model_output(harmonizer):
+    g = torch.Generator().manual_seed(1)
+    comp = torch.rand(1, 3, 32, 32, generator=g)
+    mask = (torch.rand(1, 1, 32, 32, generator=g) > 0.5).float()
+    with torch.no_grad():
+        expected = harmonizer.model(comp, mask)
+    assert torch.equal(harmonizer.harmonize_tensor(comp, mask), expected)
+
+
+def test_any_size_including_smaller_than_the_network(harmonizer):
+    for h, w in ((7, 9), (31, 200), (300, 17)):
+        comp = torch.rand(3, h, w)
+        mask = torch.zeros(h, w)
+        mask[h // 3 :, : w // 2] = 1
+        out = harmonizer(comp, mask)
+        assert out.shape == (3, h, w)
+        assert torch.equal(out[:, mask == 0], comp[:, mask == 0])
+        assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_empty_mask_returns_input_with_warning(harmonizer):
+    comp, mask = inputs()
+    with pytest.warns(EmptyMaskWarning, match="empty"):
+        out = harmonizer(comp, np.zeros_like(mask))
+    assert np.array_equal(out, comp)
+    batch = torch.rand(2, 3, H, W)
+    masks = torch.zeros(2, 1, H, W)
+    masks[1, :, 5:20, 5:20] = 1
+    with pytest.warns(EmptyMaskWarning, match="image 0 of the batch"):
+        out = harmonizer.harmonize_tensor(batch, masks)
+    assert torch.equal(out[0], batch[0]) and not torch.equal(out[1], batch[1])
+
+
+def test_mask_size_mismatch_fails_or_is_resized(harmonizer):
+    comp, mask = inputs()
+    small = np.asarray(Image.fromarray(mask).resize((W // 2, H // 2), Image.NEAREST))
+    with pytest.raises(GknetError, match=f"mask is {W // 2}x{H // 2} but the composite is {W}x{H}"):
+        harmonizer(comp, small)
+    out = harmonizer(comp, small, resize_mask=True)
+    assert out.shape == comp.shape
+    assert np.array_equal(out[:8], comp[:8])  # rows far above the (resized) foreground
+
+
+def test_threshold_binarises_the_soft_mask(harmonizer):
+    comp, _ = inputs()
+    soft = np.tile(np.linspace(0, 1, W, dtype=np.float32), (H, 1))
+    out = harmonizer(comp, soft, threshold=0.5)
+    below = soft < 0.5
+    assert np.array_equal(out[below], comp[below]) and (out[~below] != comp[~below]).any()
+    soft_out = harmonizer(comp, soft)
+    assert (
+        np.array_equal(soft_out[:, 0], comp[:, 0]) and (soft_out[:, 1 : W // 2] != comp[:, 1 : W // 2]).any()
+    )
+    with pytest.raises(GknetError, match="threshold"):
+        harmonizer(comp, soft, threshold=1.5)
+
+
+@pytest.mark.parametrize(
+    ("composite", "mask", "message"),
+    [
+        (np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8), "H x W x 3"),
+        (np.full((H, W, 3), 2.0), np.zeros((H, W)), r"\[0, 1\]"),
+        (np.zeros((H, W, 3), np.int32), np.zeros((H, W)), "uint8 or float"),
+        (torch.zeros(4, H, W), torch.zeros(H, W), r"\[3, H, W\]"),
+        (np.zeros((H, W, 3), np.uint8), np.zeros((H, W, 2)), "H x W or H x W x 1"),
+        (np.zeros((H, W, 3), np.uint8), np.full((H, W), np.nan), r"\[0, 1\]"),
+        ("image.png", np.zeros((H, W)), "PIL image, numpy array or torch tensor"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(harmonizer, composite, mask, message):
+    with pytest.raises(GknetError, match=message):
+        harmonizer(composite, mask)
+
+
+def test_from_pretrained_without_weights_warns_and_is_reproducible(tmp_path, monkeypatch):
+    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "missing.safetensors")
+    with pytest.warns(UntrainedModelWarning, match="RANDOMLY INITIALISED"):
+        first = Harmonizer.from_pretrained(resolution=32)
+    with pytest.warns(UntrainedModelWarning):
+        second = Harmonizer.from_pretrained(resolution=32)
+    assert first.model.cfg == ModelConfig()
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_from_file_and_from_pretrained_load_release_weights(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    model = build_model(TINY)
+    path = save_release(model, TINY, tmp_path / "tiny.safetensors")
+    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", path)
+    comp, mask = inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real weights: no warning
+        pretrained = Harmonizer.from_pretrained(resolution=32, device="auto")
+    loaded = Harmonizer.from_file(path, resolution=32)
+    assert np.array_equal(pretrained(comp, mask), loaded(comp, mask))
+    assert np.array_equal(loaded(comp, mask), Harmonizer(model.eval(), resolution=32)(comp, mask))
+    with pytest.raises(GknetError, match="not found"):
+        Harmonizer.from_file(tmp_path / "nope.safetensors")
+    with pytest.raises(GknetError, match="resolution"):
+        Harmonizer(model, resolution=4)
+
+
+def test_comparison_image_panels_and_outline():
+    comp, mask = inputs()
+    harmonized = 255 - comp
+    sheet = comparison_image(Image.fromarray(comp), Image.fromarray(harmonized), Image.fromarray(mask))
+    gap = 2
+    assert sheet.size == (3 * W + 2 * gap, H)
+    arr = np.asarray(sheet)
+    assert np.array_equal(arr[:, :W], comp)
+    assert np.array_equal(arr[:, W + gap : 2 * W + gap], harmonized)
+    third = arr[:, 2 * (W + gap) :]
+    outline = (third == (255, 0, 255)).all(axis=2)
+    assert outline[10, 30] and outline[34, 30] and not outline[20, 35] and not outline[0, 0]
