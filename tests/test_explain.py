@@ -110,7 +110,7 @@ def test_kernel_clusters_come_from_the_kernels():
     comp, mask = make_pair()
     run = ex.run_model(model, comp, mask, resolution=W)
     labels = ex.kernel_clusters(run, k=4)
-    assert [lab.shape for lab in labels] == [(math.ceil(H / 2), W // 2), (H, W)]  # deepest (stride 2) first
+    assert [lab.shape for lab in labels] == [(W // 2, W // 2), (W, W)]  # W x W network pass, deepest first
     # Same partition as K-means on the raw kernel tensor of each level.
     for lab, kern in zip(labels, run.inter["kernels"], strict=True):
         gh, gw = lab.shape
@@ -131,13 +131,14 @@ def test_kernel_clusters_come_from_the_kernels():
 def test_lre_attention_is_the_query_tokens_row():
     model = build_model(tiny_config())
     comp, mask = make_pair()
-    run = ex.run_model(model, comp, mask, resolution=W)  # scale 1: network pixels = input pixels
-    x, y = 31, 9
-    maps = ex.lre_attention(run, (x + 0.5, y + 0.5))
+    run = ex.run_model(model, comp, mask, resolution=W)  # the network sees a W x W copy
+    maps = ex.lre_attention(run, (31, 9))
     gh, gw = run.inter["lre_grid"]
-    assert (gh, gw) == (H // 2, W // 2) and maps.shape == (2, 2, gh, gw)
+    assert (gh, gw) == (W // 2, W // 2) and maps.shape == (2, 2, gh, gw)
+    # Pixel (31, 9) of the 56x40 input is at (31.5, 9.5 * 56 / 40 = 13.3) in the network input:
+    # token column 15, row 6 of the stride-2 grid (row-major).
+    row = 6 * gw + 15
     # Direct computation: tokens of the deepest encoder map, softmax(q k^T / sqrt(d)) per head.
-    row = (y // 2) * gw + x // 2  # stride 2 token grid, row-major
     with torch.no_grad():
         t = model.lre.tokens(run.inter["encoder"][-1])
         for i, layer in enumerate(model.lre.layers):
@@ -201,11 +202,16 @@ def test_bad_input_is_one_clear_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_default_weights_fall_back_to_random_with_a_warning(monkeypatch, tmp_path, weights):
+def test_default_weights_fall_back_to_random_with_a_warning(monkeypatch, tmp_path, capsys, weights):
     monkeypatch.setattr("gknet.checkpoint.DEFAULT_WEIGHTS", tmp_path / "missing.safetensors")
-    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
-        _, note = ex.load_model("default", torch.device("cpu"))
-    assert note.startswith("WARNING")
+    comp, mask = make_pair()
+    comp.save(tmp_path / "c.png")
+    mask.save(tmp_path / "m.png")
+    args = ["explain", str(tmp_path / "c.png"), str(tmp_path / "m.png"), "--resolution", "32", "-o"]
+    assert main([*args, str(tmp_path / "out")]) == 0
+    assert "warning: no trained weights" in capsys.readouterr().err
+    assert "WARNING" in (tmp_path / "out" / "index.html").read_text()
+
     monkeypatch.setattr("gknet.checkpoint.DEFAULT_WEIGHTS", weights)
-    model, note = ex.load_model("default", torch.device("cpu"))
+    model, note = ex.load_model("default")
     assert model.cfg == tiny_config() and "tiny.safetensors" in note

@@ -22,7 +22,6 @@ import html
 import math
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from PIL import Image
 
 from gknet.data.imageio import mask_image, rgb_image, save_image_atomic, to_tensor_image
 from gknet.errors import GknetError
+from gknet.fullres import resize
 
 FILES = {
     "composite_harmonized": "composite_harmonized.png",
@@ -44,6 +44,7 @@ FILES = {
 }
 MAX_LRE_TOKENS = 4096  # attention matrices are tokens^2 per head and layer: 4096 tokens ~ 64 MB each
 SCF_PANELS = 16
+KMEANS_FIT_POINTS = 4096  # K-means centres are fitted on at most this many kernels per level
 MAX_CLUSTERS = 20  # the qualitative colour map has 20 distinct colours
 
 # Figure layout in pixels at DPI: exact sizes, so every picture's size is predictable.
@@ -52,7 +53,7 @@ PANEL = 256  # width of an image panel (height follows the image's aspect ratio)
 SMALL_PANEL = 160  # SCF feature-map panels
 PAD = 10
 TITLE = 30  # room above each panel for its title
-HEADER = 40  # room for the figure title
+HEADER = 46  # room for the figure title and its subtitle
 COLORBAR = 80  # colour bar strip on the right (bar + ticks + label)
 
 
@@ -64,16 +65,30 @@ def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor) -> torc
     return (x_sq - 2 * x @ centers.T + (centers * centers).sum(1)).clamp_min(0)
 
 
-def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(
+    x: torch.Tensor, k: int, seed: int = 0, iters: int = 100, tol: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's K-means with k-means++ seeding, deterministic for a given ``seed``.
 
-    x: [P, D] points. Returns labels [P] (int64) and centers [k, D].
+    x: [P, D] points. Returns labels [P] (int64, each point's nearest centre) and centers
+    [k, D]. Stops after ``iters`` iterations or once at most a fraction ``tol`` of the
+    points changed cluster (``tol=0``: full convergence).
     """
     if x.ndim != 2:
         raise ValueError(f"kmeans expects points [P, D], got shape {tuple(x.shape)}")
     if not 1 <= k <= x.shape[0]:
         raise ValueError(f"kmeans needs 1 <= k <= {x.shape[0]} points, got k={k}")
-    x = x.detach().float().cpu()
+    # A loop of small matrix products: thread synchronisation costs more than it saves
+    # (measured 50x slower with 2 threads on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _lloyd(x.detach().float().cpu(), k, seed, iters, tol)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _lloyd(x: torch.Tensor, k: int, seed: int, iters: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
     mean = x.mean(0)
     x = (x - mean).contiguous()  # centred data keeps the expanded distance formula accurate in float32
     x_sq = (x * x).sum(1, keepdim=True)
@@ -96,9 +111,10 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 100) -> tuple[to
         # An empty cluster keeps its centre instead of collapsing to the mean.
         centers = torch.where(counts > 0, onehot @ x / counts.clamp_min(1), centers)
         new = _sq_dist(x, x_sq, centers).argmin(dim=1)
-        if torch.equal(new, labels):
-            break
+        changed = (new != labels).float().mean()
         labels = new
+        if changed <= tol:
+            break
     return labels, centers + mean
 
 
@@ -107,13 +123,20 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 100) -> tuple[to
 
 @dataclass
 class NetworkPass:
-    """One forward pass at display resolution: inputs [1, C, h, w], output and intermediates."""
+    """The forward pass behind the pictures.
+
+    As in :class:`gknet.harmonizer.Harmonizer`, the network sees the whole image resized to
+    ``net_size`` x ``net_size``; the pictures are drawn at ``size``, the image's own aspect
+    ratio with the longer side = ``net_size``. ``composite``, ``mask`` and ``output`` (the
+    Harmonizer's result) are [1, C, h, w] at that display size.
+    """
 
     composite: torch.Tensor
     mask: torch.Tensor
     output: torch.Tensor
     inter: dict
-    scale: float  # network pixels per original pixel
+    net_size: int
+    image_size: tuple[int, int]  # (width, height) of the input
 
     @property
     def size(self) -> tuple[int, int]:
@@ -123,55 +146,64 @@ class NetworkPass:
         """Stride of a map with ``rows`` rows: the model pads its input to a multiple of every stride."""
         return self.inter["encoder"][0].shape[-2] // rows
 
-    def valid_cells(self, stride: int) -> tuple[int, int]:
-        """Rows and columns of a stride-``stride`` map that cover the unpadded image."""
-        h, w = self.size
-        return math.ceil(h / stride), math.ceil(w / stride)
+    def valid_cells(self, stride: int) -> int:
+        """Rows (= columns) of a stride-``stride`` map that cover the unpadded network input."""
+        return math.ceil(self.net_size / stride)
+
+    def to_network(self, point: tuple[float, float]) -> tuple[float, float]:
+        """Input pixel (x, y) -> continuous network coordinates (pixel i spans [i, i + 1))."""
+        width, height = self.image_size
+        return (point[0] + 0.5) * self.net_size / width, (point[1] + 0.5) * self.net_size / height
+
+    def to_display(self, point: tuple[float, float]) -> tuple[float, float]:
+        """Input pixel (x, y) -> display pixel coordinates (pixel centres on integers, as imshow)."""
+        (h, w), (width, height) = self.size, self.image_size
+        return (point[0] + 0.5) * w / width - 0.5, (point[1] + 0.5) * h / height - 0.5
 
     def to_pixels(self, grid: torch.Tensor, stride: int, mode: str) -> np.ndarray:
-        """[gh, gw] map on a stride-``stride`` grid -> [h, w] numpy array over the image."""
+        """[gh, gw] map on a stride-``stride`` grid of the network input -> [h, w] over the picture."""
         up = F.interpolate(grid[None, None].float(), scale_factor=stride, mode=mode)
-        h, w = self.size
-        return up[0, 0, :h, :w].cpu().numpy()
-
-
-def network_inputs(composite: Image.Image, mask: Image.Image, resolution: int) -> tuple[torch.Tensor, ...]:
-    """PIL composite and mask -> tensors [1, 3, h, w], [1, 1, h, w] with the longer side = resolution."""
-    composite, mask = rgb_image(composite), mask_image(mask)
-    if composite.size != mask.size:
-        raise GknetError(
-            f"composite is {composite.size[0]}x{composite.size[1]} but mask is {mask.size[0]}x{mask.size[1]}"
-        )
-    if resolution < 16:
-        raise GknetError(f"resolution must be at least 16, got {resolution}")
-    width, height = composite.size
-    scale = resolution / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    composite = composite.resize(size, Image.BICUBIC)
-    mask = mask.resize(size, Image.BILINEAR)
-    return to_tensor_image(composite)[None], to_tensor_image(mask)[None]
+        up = up[..., : self.net_size, : self.net_size]
+        return F.interpolate(up, size=self.size, mode=mode)[0, 0].cpu().numpy()
 
 
 def run_model(
     model: torch.nn.Module, composite: Image.Image, mask: Image.Image, resolution: int
 ) -> NetworkPass:
-    """Run ``model`` (put in eval mode) once and keep its intermediates."""
-    comp, m = network_inputs(composite, mask, resolution)
-    if m.max() <= 0:
+    """Harmonize with ``model`` (put in eval mode) and rerun its network pass keeping the intermediates.
+
+    The inputs are first reduced to the picture size (longer side = ``resolution``), which is
+    then treated exactly as ``gknet harmonize`` treats an image of that size.
+    """
+    from gknet.harmonizer import Harmonizer
+
+    comp, alpha = to_tensor_image(rgb_image(composite))[None], to_tensor_image(mask_image(mask))[None]
+    if comp.shape[-2:] != alpha.shape[-2:]:
+        (ch, cw), (mh, mw) = comp.shape[-2:], alpha.shape[-2:]
+        raise GknetError(f"composite is {cw}x{ch} but mask is {mw}x{mh}")
+    if alpha.max() <= 0:
         raise GknetError("the mask is empty: there is no foreground to explain")
-    cfg = model.cfg
-    if cfg.use_lre:
-        tokens = math.ceil(comp.shape[-2] / cfg.stride) * math.ceil(comp.shape[-1] / cfg.stride)
-        if tokens > MAX_LRE_TOKENS:
-            raise GknetError(
-                f"resolution {resolution} gives {tokens} LRE tokens; the attention maps need at most "
-                f"{MAX_LRE_TOKENS} (lower --resolution)"
-            )
-    device = next(model.parameters()).device
-    model.eval()
+    height, width = comp.shape[-2:]
+    scale = resolution / max(width, height)
+    display = (max(1, round(height * scale)), max(1, round(width * scale)))
+    comp, alpha = resize(comp, display), resize(alpha, display).clamp(0, 1)
+    harmonizer = Harmonizer(model, resolution, device=next(model.parameters()).device)
+    tokens = math.ceil(resolution / model.cfg.stride) ** 2
+    if model.cfg.use_lre and tokens > MAX_LRE_TOKENS:
+        raise GknetError(
+            f"resolution {resolution} gives {tokens} LRE tokens; the attention maps need at most "
+            f"{MAX_LRE_TOKENS} (lower --resolution)"
+        )
+    output = harmonizer.harmonize_tensor(comp, alpha)
+    # The network input exactly as Harmonizer.harmonize_tensor builds it.
+    low = (resolution, resolution)
     with torch.no_grad():
-        out, inter = model(comp.to(device), m.to(device), return_intermediates=True)
-    return NetworkPass(comp, m, out.cpu(), inter, scale=comp.shape[-1] / composite.size[0])
+        _, inter = harmonizer.model(
+            resize(comp, low).to(harmonizer.device),
+            resize(alpha, low).clamp(0, 1).to(harmonizer.device),
+            return_intermediates=True,
+        )
+    return NetworkPass(comp, alpha, output, inter, resolution, (width, height))
 
 
 # ----------------------------------------------------------------------------- what the figures show
@@ -181,23 +213,27 @@ def kernel_clusters(run: NetworkPass, k: int, seed: int = 0) -> list[torch.Tenso
     """Per modulated level (paper level 1 = deepest first): K-means labels [gh, gw] of the kernels.
 
     Each pixel's kernel K^l[:, :, y, x] (C * N^2 numbers) is one point; only cells that
-    cover the unpadded image are clustered. Labels are renumbered by cluster size (0 = largest).
+    cover the unpadded image are clustered. Above KMEANS_FIT_POINTS points, the centres are
+    fitted on a seeded random subset and every point gets its nearest centre. Labels are
+    renumbered by cluster size (0 = largest).
     """
     labels = []
     for kern in run.inter["kernels"]:
-        gh, gw = run.valid_cells(run.stride_of(kern.shape[-2]))
-        points = kern[0, :, :, :gh, :gw].flatten(0, 1).reshape(-1, gh * gw).T  # [P, C * N^2]
-        lab, _ = kmeans(points, min(k, points.shape[0]), seed=seed)
+        gh = gw = run.valid_cells(run.stride_of(kern.shape[-2]))
+        points = kern[0, :, :, :gh, :gw].flatten(0, 1).reshape(-1, gh * gw).T.contiguous().cpu()  # [P, C*N^2]
+        if len(points) > KMEANS_FIT_POINTS:
+            subset = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))
+            _, centers = kmeans(points[subset[:KMEANS_FIT_POINTS]], k, seed=seed)
+            lab = torch.cdist(points, centers).argmin(dim=1)
+        else:
+            lab, _ = kmeans(points, min(k, len(points)), seed=seed)
         order = torch.argsort(torch.bincount(lab, minlength=k), descending=True)
         labels.append(torch.argsort(order)[lab].view(gh, gw))
     return labels
 
 
 def point_token(run: NetworkPass, point_net: tuple[float, float]) -> int:
-    """Row-major index of the LRE token whose cell holds ``point_net``.
-
-    ``point_net`` is (x, y) in continuous network-image coordinates (pixel i spans [i, i + 1)).
-    """
+    """Row-major index of the LRE token whose cell holds ``point_net`` (see ``NetworkPass.to_network``)."""
     gh, gw = run.inter["lre_grid"]
     stride = run.stride_of(gh)
     col = min(max(int(point_net[0] // stride), 0), gw - 1)
@@ -205,10 +241,10 @@ def point_token(run: NetworkPass, point_net: tuple[float, float]) -> int:
     return row * gw + col
 
 
-def lre_attention(run: NetworkPass, point_net: tuple[float, float]) -> torch.Tensor:
-    """Attention of the query point's token to every token: [layers, heads, gh, gw] (rows sum to 1)."""
+def lre_attention(run: NetworkPass, point: tuple[int, int]) -> torch.Tensor:
+    """Attention of input pixel ``point``'s token to every token: [layers, heads, gh, gw] (sums to 1)."""
     gh, gw = run.inter["lre_grid"]
-    idx = point_token(run, point_net)
+    idx = point_token(run, run.to_network(point))
     return torch.stack([att[0, :, idx].view(-1, gh, gw) for att in run.inter["lre_attention"]]).cpu()
 
 
@@ -228,16 +264,27 @@ def scf_features(model: torch.nn.Module, run: NetworkPass, level: int) -> tuple[
 class _Grid:
     """A figure of rows x cols image panels at exact pixel positions, with an optional colour bar."""
 
-    def __init__(self, rows: int, cols: int, aspect: float, title: str, panel: int = PANEL, colorbar=False):
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        aspect: float,
+        title: str,
+        subtitle: str = "",
+        panel: int = PANEL,
+        colorbar: bool = False,
+    ):
         from matplotlib.figure import Figure
 
         self.panel_w, self.panel_h = panel, max(1, round(panel * aspect))
         self.width = PAD + cols * (self.panel_w + PAD) + (COLORBAR if colorbar else 0)
         self.height = HEADER + rows * (TITLE + self.panel_h + PAD)
         self.fig = Figure(figsize=(self.width / DPI, self.height / DPI), dpi=DPI)
+        title_y = 15 if subtitle else HEADER / 2
         self.fig.text(
-            0.5, 1 - (HEADER / 2) / self.height, title, ha="center", va="center", fontsize=12, weight="bold"
+            0.5, 1 - title_y / self.height, title, ha="center", va="center", fontsize=12, weight="bold"
         )
+        self.fig.text(0.5, 1 - 34 / self.height, subtitle, ha="center", va="center", fontsize=9)
         self.axes = [[self._axes(r, c) for c in range(cols)] for r in range(rows)]
         self.rows_span = (HEADER + TITLE, self.height - PAD)
 
@@ -287,8 +334,8 @@ def _show_image(
     ax.set_title(title, fontsize=10)
 
 
-def _mark(ax, point_net: tuple[float, float]) -> None:
-    x, y = point_net[0] - 0.5, point_net[1] - 0.5  # imshow puts pixel centres on integers
+def _mark(ax, xy: tuple[float, float]) -> None:
+    x, y = xy
     ax.plot(x, y, marker="o", markersize=10, markerfacecolor="none", markeredgecolor="cyan", mew=2)
     ax.plot(x, y, marker="+", markersize=10, color="cyan", mew=1.5)
 
@@ -302,7 +349,7 @@ def draw_side_by_side(run: NetworkPass) -> Image.Image:
 
 def draw_change_map(run: NetworkPass) -> Image.Image:
     change = (run.output - run.composite).abs().mean(dim=1)[0].numpy() * 255
-    grid = _Grid(1, 1, run.size[0] / run.size[1], "Change map", colorbar=True)
+    grid = _Grid(1, 1, run.size[0] / run.size[1], "Change map", "|harmonized - composite|", colorbar=True)
     ax = grid.axes[0][0]
     im = ax.imshow(change, cmap="magma", vmin=0, vmax=max(1.0, float(change.max())), interpolation="nearest")
     ax.contour(run.mask[0, 0].numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
@@ -317,7 +364,13 @@ def draw_kernel_clusters(run: NetworkPass, labels: list[torch.Tensor], k: int) -
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if k <= 10 else "tab20"].resampled(k)
-    grid = _Grid(1, len(labels) + 1, run.size[0] / run.size[1], f"Harmony-kernel clusters (K-means, K={k})")
+    grid = _Grid(
+        1,
+        len(labels) + 1,
+        run.size[0] / run.size[1],
+        "Harmony-kernel clusters",
+        f"K-means (K={k}) over each pixel's predicted kernel; level 1 = deepest",
+    )
     _show_image(grid.axes[0][0], run, "composite")
     for j, (lab, kern) in enumerate(zip(labels, run.inter["kernels"], strict=True)):
         ax = grid.axes[0][j + 1]
@@ -341,9 +394,7 @@ def draw_kernel_clusters(run: NetworkPass, labels: list[torch.Tensor], k: int) -
     return grid.to_image()
 
 
-def draw_lre_attention(
-    run: NetworkPass, maps: torch.Tensor, point_net: tuple[float, float], point: tuple[int, int]
-) -> Image.Image:
+def draw_lre_attention(run: NetworkPass, maps: torch.Tensor, point: tuple[int, int]) -> Image.Image:
     """One panel per layer (rows) and head (columns); attention in units of the uniform weight 1/T."""
     layers, heads, gh, gw = maps.shape
     stride = run.stride_of(gh)
@@ -353,7 +404,8 @@ def draw_lre_attention(
         layers,
         heads,
         run.size[0] / run.size[1],
-        f"LRE attention from point (x={point[0]}, y={point[1]})",
+        "LRE attention",
+        f"from point (x={point[0]}, y={point[1]}); one map per layer (rows) and head (columns)",
         colorbar=True,
     )
     for layer in range(layers):
@@ -368,7 +420,7 @@ def draw_lre_attention(
                 alpha=0.75,
                 interpolation="bilinear",
             )
-            _mark(ax, point_net)
+            _mark(ax, run.to_display(point))
     grid.colorbar(im, "attention x tokens (1 = uniform)")
     return grid.to_image()
 
@@ -376,10 +428,10 @@ def draw_lre_attention(
 def draw_scf(run: NetworkPass, maps: torch.Tensor, weights: torch.Tensor, level: int) -> Image.Image:
     """Channels with the highest and the lowest S_E, each map scaled to its own range."""
     order = torch.argsort(weights, descending=True)
-    shown = "all channels"
+    shown = f"all {len(weights)} channels"
     if len(order) > SCF_PANELS:
         order = torch.cat([order[: SCF_PANELS // 2], order[-(SCF_PANELS // 2) :]])
-        shown = f"top {SCF_PANELS // 2} and bottom {SCF_PANELS // 2} of {len(weights)} channels"
+        shown = f"the {SCF_PANELS // 2} highest and lowest of {len(weights)} channels"
     cols = min(4, len(order))
     rows = math.ceil(len(order) / cols)
     stride = run.stride_of(maps.shape[-2])
@@ -387,7 +439,8 @@ def draw_scf(run: NetworkPass, maps: torch.Tensor, weights: torch.Tensor, level:
         rows,
         cols,
         run.size[0] / run.size[1],
-        f"SCF level {level}: Conv(F_E), {shown}; red = weight S_E",
+        f"SCF feature maps, level {level}",
+        f"Conv(F_E): {shown} by channel weight S_E (red)",
         panel=SMALL_PANEL,
     )
     for i, ax in enumerate(ax for row in grid.axes for ax in row):
@@ -416,8 +469,8 @@ def draw_scf(run: NetworkPass, maps: torch.Tensor, weights: torch.Tensor, level:
 
 
 CAPTIONS = {
-    "composite_harmonized": "The composite (foreground outlined) and the model's output at the network "
-    "resolution.",
+    "composite_harmonized": "The composite (foreground outlined) and the harmonized result, as gknet "
+    "harmonize computes it, at picture size.",
     "change_map": "Per-pixel change: mean over R, G, B of |harmonized - composite| in 0-255 units; the "
     "foreground is outlined. Pixels outside the mask never change.",
     "kernel_clusters": "Figure 9: K-means over the per-pixel harmony kernels K^l (C x N x N numbers per "
@@ -456,13 +509,15 @@ def render_index(written: dict[str, Path], notes: list[str]) -> str:
         f'alt="{html.escape(TITLES[key])}"><figcaption>{html.escape(CAPTIONS[key])}</figcaption></figure>'
         for key, path in written.items()
     )
-    items = "\n".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    warn = ' class="warning"'
+    items = "\n".join(f"<li{warn if n.startswith('WARNING') else ''}>{html.escape(n)}</li>" for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>gknet explain</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; }}
 figure {{ margin: 0 0 2.5em 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
 figcaption {{ color: #444; max-width: 60em; }} li {{ margin: 0.3em 0; }}
+.warning {{ color: #b00; font-weight: bold; }}
 </style></head><body>
 <h1>Inside GKNet</h1>
 <ul>
@@ -480,6 +535,17 @@ def _describe(model: torch.nn.Module) -> str:
         parts.append(f"{cfg.kpb_levels} modulated levels, {cfg.kernel_size}x{cfg.kernel_size} kernels")
     parts += [name for name, on in (("LRE", cfg.use_lre), ("SCF", cfg.use_scf)) if on]
     return "model: " + ", ".join(parts)
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """``out_dir`` as a Path; GknetError if it is a file or already holds our files (unless ``overwrite``)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GknetError(f"output path is not a directory: {out_dir}")
+    existing = [name for name in FILES.values() if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise GknetError(f"{out_dir} already holds {', '.join(existing)} (pass --overwrite to replace them)")
+    return out_dir
 
 
 def explain(
@@ -515,12 +581,7 @@ def explain(
     if point is not None and not (0 <= point[0] < width and 0 <= point[1] < height):
         raise GknetError(f"point ({point[0]}, {point[1]}) is outside the {width}x{height} composite")
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GknetError(f"output path is not a directory: {out_dir}")
-    existing = [name for name in FILES.values() if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise GknetError(f"{out_dir} already holds {', '.join(existing)} (pass --overwrite to replace them)")
+    out_dir = check_out_dir(out_dir, overwrite)
 
     run = run_model(model, composite_pil, mask_pil, resolution)
     if point is None:
@@ -528,10 +589,14 @@ def explain(
         if len(xs) == 0:  # a faint soft mask: fall back to its support
             ys, xs = np.nonzero(np.asarray(mask_image(mask_pil)))
         point = ((int(xs.min()) + int(xs.max())) // 2, (int(ys.min()) + int(ys.max())) // 2)
-    point_net = ((point[0] + 0.5) * run.scale, (point[1] + 0.5) * run.scale)
 
     h, w = run.size
-    notes = [*notes, _describe(model), f"input {width}x{height}, network pass at {w}x{h}"]
+    notes = [
+        *notes,
+        _describe(model),
+        f"input {width}x{height}; network pass at {resolution}x{resolution} (the whole image resized, as "
+        f"in gknet harmonize); pictures at {w}x{h}",
+    ]
     images = {"composite_harmonized": draw_side_by_side(run), "change_map": draw_change_map(run)}
     if cfg.use_kpb:
         images["kernel_clusters"] = draw_kernel_clusters(run, kernel_clusters(run, clusters, seed), clusters)
@@ -544,7 +609,7 @@ def explain(
     elif cfg.use_kpb:
         notes.append("no SCF picture: this model fuses features by concatenation (SCF off)")
     if cfg.use_lre:
-        images["lre_attention"] = draw_lre_attention(run, lre_attention(run, point_net), point_net, point)
+        images["lre_attention"] = draw_lre_attention(run, lre_attention(run, point), point)
         notes.append(
             f"LRE query point (x={point[0]}, y={point[1]}) in input pixels; token grid "
             f"{run.inter['lre_grid'][0]}x{run.inter['lre_grid'][1]}"
@@ -560,25 +625,22 @@ def explain(
     return {**written, "index": index}
 
 
-def load_model(weights: str, device: torch.device) -> tuple[torch.nn.Module, str]:
-    """(model on ``device``, note for the report) from a release file or ``"default"``.
+def load_model(weights: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, str]:
+    """(model, note for the page) from a release file or ``"default"``, loaded by the Harmonizer.
 
-    Without shipped default weights, ``"default"`` gives a randomly initialised model of
-    the default architecture with a loud warning: its pictures show the mechanics only.
+    Without shipped default weights, ``"default"`` is the Harmonizer's randomly initialised
+    model (it warns): its pictures show the model's mechanics, not what training taught it.
     """
-    from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+    from gknet.checkpoint import DEFAULT_WEIGHTS
+    from gknet.harmonizer import Harmonizer
 
-    if weights == "default" and not DEFAULT_WEIGHTS.exists():
-        from gknet.config import ModelConfig
-        from gknet.models import build_model
-
-        message = (
-            f"no trained default weights shipped yet ({DEFAULT_WEIGHTS.name}): explaining a RANDOMLY "
-            "INITIALISED model; pass --weights PATH for a trained one"
+    if weights != "default":
+        return Harmonizer.from_file(weights, device=device).model, f"weights: {weights}"
+    if Path(DEFAULT_WEIGHTS).exists():
+        note = f"weights: shipped default ({Path(DEFAULT_WEIGHTS).name})"
+    else:
+        note = (
+            "WARNING: no trained weights are shipped yet, so this is a RANDOMLY INITIALISED model: the "
+            "pictures show its mechanics, not what a trained model learnt (use --weights PATH)"
         )
-        warnings.warn(message, stacklevel=2)
-        torch.manual_seed(0)
-        return build_model(ModelConfig()).to(device).eval(), "WARNING: " + message
-    path = DEFAULT_WEIGHTS if weights == "default" else Path(weights)
-    model, _cfg, _meta = load_release(path, map_location=device)
-    return model, f"weights: {path.name}"
+    return Harmonizer.from_pretrained(device=device).model, note

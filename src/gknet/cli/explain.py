@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -41,11 +44,15 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from gknet.data.imageio import load_mask, load_rgb
-    from gknet.evaluate import resolve_device
-    from gknet.explain import explain, load_model
+    from gknet.explain import check_out_dir, explain, load_model
 
+    check_out_dir(args.out, args.overwrite)  # fail before the slow part
     composite, mask = load_rgb(args.composite), load_mask(args.mask)
-    model, note = load_model(args.weights, resolve_device(args.device))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, note = load_model(args.weights, args.device)  # may warn: untrained weights
+    for warning in caught:
+        print(f"gknet explain: warning: {warning.message}", file=sys.stderr)
     written = explain(
         model,
         composite,
