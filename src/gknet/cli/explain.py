@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument(
         "--weights",
         default="default",
+        metavar="PATH",
         help="release .safetensors file, or 'default' (shipped weights; random ones with a warning if none)",
     )
     p.add_argument(
@@ -34,7 +35,11 @@ def register(sub) -> None:
         "--level", type=int, metavar="L", help="SCF level, 1 = deepest (default: the finest modulated level)"
     )
     p.add_argument(
-        "--resolution", type=int, default=256, help="longer side of the network pass (default: 256)"
+        "--resolution",
+        type=int,
+        default=256,
+        metavar="PX",
+        help="network pass at PX x PX, as gknet harmonize; pictures with longer side PX (default: 256)",
     )
     p.add_argument("--seed", type=int, default=0, help="K-means seed (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
