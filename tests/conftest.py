@@ -31,3 +31,12 @@ def require_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny forward passes: on a busy 2-core machine, syncing threads costs more than the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
