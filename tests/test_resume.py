@@ -53,7 +53,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     killed_at = load_state(victim_out / "ckpt" / "last.pt")["step"]
     assert KILL_AFTER <= killed_at < STEPS  # it really died mid-run
 
-    assert cli_main(["train", "--config", str(config), "--out", str(victim_out), "--resume", "auto"]) == 0
+    # No --config: the run continues with the config stored in its checkpoint.
+    assert cli_main(["train", "--out", str(victim_out), "--resume", "auto"]) == 0
     reference = train(cfg, tmp_path / "reference")
 
     resumed_state = load_state(victim_out / "ckpt" / "last.pt")

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
             "config.yaml). Launch with torchrun for multi-GPU / multi-node DDP. See docs/training.md."
         ),
     )
-    p.add_argument("--config", metavar="YAML", help="config file (default with --resume: the checkpoint's)")
+    p.add_argument("--config", metavar="YAML", help="config file (default when resuming: the checkpoint's)")
     p.add_argument("--resume", metavar="PATH|auto", help="checkpoint to continue; auto = OUT/ckpt/last.pt")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>)")
     p.add_argument(
@@ -40,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from gknet.train import config_from_checkpoint, train
 
     resume_file = args.resume not in (None, "auto")
+    auto_last = Path(args.out) / "ckpt" / "last.pt" if args.out and args.resume == "auto" else None
     if args.config:
         cfg, name = load_config(args.config), Path(args.config).stem
     elif resume_file:
         cfg, name = config_from_checkpoint(args.resume)
+    elif auto_last is not None and auto_last.is_file():
+        cfg, name = config_from_checkpoint(auto_last)
     else:
         raise GknetError("pass --config YAML (or --resume CHECKPOINT to continue with its config)")
     cfg = override(cfg, args.overrides)
