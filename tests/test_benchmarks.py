@@ -1,0 +1,141 @@
+"""benchmarks/run.py --quick: its outputs, and its ratios and targets recomputed from its raw numbers.
+
+The full-resolution item runs on a tiny iHarmony4 tree written here, so the test needs
+neither ../shared nor a 12-megapixel image.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "benchmarks" / "run.py"
+QUICK_MODELS = {"gknet_small", "unet_small"}
+
+
+def _load_run_module():
+    spec = importlib.util.spec_from_file_location("benchmarks_run", RUN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look up their defining module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_iharmony4(root: Path, width: int = 96, height: int = 64) -> Path:
+    base = root / "HAdobe5k"
+    for folder in ("composite_images", "masks", "real_images"):
+        (base / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(base / "composite_images" / "a_1_1.jpg")
+    Image.fromarray(photo).save(base / "real_images" / "a.jpg")
+    mask = np.zeros((height, width), np.uint8)
+    mask[16:48, 24:72] = 255
+    Image.fromarray(mask).save(base / "masks" / "a_1.png")
+    (root / "HAdobe5k_test.txt").write_text("a_1_1.jpg\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    example = _tiny_iharmony4(tmp / "tree")
+    out = tmp / "out"
+    args = ["--quick", "--threads", "1", "--out", str(out), "--example", str(example)]
+    proc = subprocess.run(
+        [sys.executable, str(RUN), *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, json.loads((out / "RESULTS.json").read_text()), proc.stdout
+
+
+def test_quick_run_writes_all_outputs(quick_run):
+    out, results, stdout = quick_run
+    assert (out / "time_vs_megapixels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "RESULTS.md").read_text()
+    for section in ("Machine", "Targets", "Inference", "Training", "kernel_modulation", "Full-resolution"):
+        assert f"## {section}" in markdown
+    assert "time_vs_megapixels.png" in markdown
+    for target in results["targets"]:
+        assert target["name"] in markdown and target["name"] in stdout
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and len(machine["load_start"]) == len(machine["load_end"]) == 3
+    assert machine["torch_threads"] == [1]  # --threads reached every child process
+    busy = max(machine["load_start"][0], machine["load_end"][0]) > machine["cores"]
+    assert any("load average" in w for w in results["warnings"]) == busy
+    assert ("WARNING" in markdown) == bool(results["warnings"])
+
+
+def test_quick_numbers_are_complete_and_positive(quick_run):
+    _, results, _ = quick_run
+    inference = {(r["model"], r["size"]): r for r in results["inference"]}
+    assert set(inference) == {(m, s) for m in QUICK_MODELS for s in (128, 256)}
+    for row in [*results["inference"], *results["training"], *results["kernel_modulation"]]:
+        assert "error" not in row, row
+        assert row["median_s"] > 0 and row["min_s"] > 0 and row["peak_mib"] > 0 and row["runs"] >= 1
+        assert row["process_peak_mib"] >= row["peak_mib"]
+    # the plain U-Net of the same widths has fewer parameters than GKNet
+    assert inference["unet_small", 256]["params"] < inference["gknet_small", 256]["params"]
+    for row in results["training"]:
+        assert row["batch"] == 8
+        assert row["images_per_s"] == pytest.approx(8 / row["median_s"])
+    assert len(results["kernel_modulation"]) == 2 * 2 * 2  # sizes x modes x implementations
+    # forward at 256 px: unfold holds 9 shifted copies of the features and their product with
+    # the kernels at once; ours a padded copy of the features and the output (gknet.ops)
+    forward = {
+        r["impl"]: r for r in results["kernel_modulation"] if (r["size"], r["mode"]) == (256, "forward")
+    }
+    features_mib = forward["unfold"]["channels"] * 256 * 256 * 4 / 2**20
+    assert forward["unfold"]["peak_mib"] >= 2 * 9 * features_mib
+    assert 2 * features_mib <= forward["kernel_modulation"]["peak_mib"] <= 3 * features_mib
+    full = results["fullres"]
+    assert (full["width"], full["height"]) == (96, 64)
+    assert full["megapixels"] == pytest.approx(96 * 64 / 1e6)
+    assert full["median_s"] > 0 and full["process_peak_mib"] > 0
+
+
+def test_ratios_and_targets_follow_from_the_measurements(quick_run):
+    _, results, _ = quick_run
+    time_of = {(r["model"], r["size"]): r["median_s"] for r in results["inference"]}
+    overhead = time_of["gknet_small", 256] / time_of["unet_small", 256]
+    ratio = next(
+        r
+        for r in results["ratios"]["gknet_vs_unet"]
+        if (r["section"], r["model"], r["size"]) == ("inference", "gknet_small", 256)
+    )
+    assert ratio["time_ratio"] == pytest.approx(overhead)
+    op_time = {(r["impl"], r["size"], r["mode"]): r["median_s"] for r in results["kernel_modulation"]}
+    for r in results["ratios"]["op_vs_unfold"]:
+        key = (r["size"], r["mode"])
+        assert r["speedup"] == pytest.approx(op_time[("unfold", *key)] / op_time[("kernel_modulation", *key)])
+
+    targets = {t["name"]: t for t in results["targets"]}
+    small = targets["gknet_small time overhead over unet_small at 256x256 (inference)"]
+    assert small["measured"] == pytest.approx(overhead) and small["pass"] == (overhead <= 1.5)
+    assert targets["gknet_paper time overhead over unet_paper at 256x256 (inference)"]["pass"] is None
+    op = targets["kernel_modulation vs unfold at 256 px, C=32 (every mode)"]
+    at_256 = [r for r in results["ratios"]["op_vs_unfold"] if r["size"] == 256]
+    gains = [max(r["speedup"], r["memory_ratio"]) for r in at_256]
+    assert op["measured"] == pytest.approx(min(gains)) and op["pass"] == (min(gains) >= 2)
+    seconds = next(t for t in results["targets"] if t["goal"] == "< 3.0 s")
+    assert seconds["measured"] == results["fullres"]["median_s"]
+    assert seconds["pass"] == (results["fullres"]["median_s"] < 3)
+
+
+def test_missing_example_skips_only_the_fullres_item(tmp_path, quick_run):
+    _, results, _ = quick_run
+    run = _load_run_module()
+    assert run.fullres_pair(tmp_path / "absent") is None
+    assert all(section != "fullres" for section, *_ in run.jobs(run.QUICK, tmp_path / "absent"))
+    results = {**results, "fullres": {"skipped": "example not found"}}
+    fullres_targets = [t for t in run.compute_targets(results) if "full-resolution" in t["name"]]
+    assert len(fullres_targets) == 2 and all(t["pass"] is None for t in fullres_targets)
+    assert "not measured: example not found" in run.render_markdown(results)
