@@ -458,7 +458,7 @@ def compute_targets(results: dict) -> list[dict]:
             f"{r['mode']}: {_fmt(r['speedup'], '.2f')}x faster, {_fmt(r['memory_ratio'], '.1f')}x leaner"
             for r in rows
         ]
-        measured = min(gains) if gains else None
+        measured = min(gains) if gains and all(gains) else None
         targets.append(
             _target(
                 f"kernel_modulation vs unfold at 256 px, C={channels} (every mode)",
