@@ -146,6 +146,13 @@ def test_empty_mask_copies_input_and_warns(capsys, weights, pair, tmp_path):
     code, _, err = harmonize(capsys, weights, comp, tmp_path / "empty.png", "-o", tmp_path / "o.png")
     assert code == 0 and "gknet harmonize: warning: the mask is empty" in err
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(Image.open(comp)))
+    (tmp_path / "c").mkdir(), (tmp_path / "m").mkdir()
+    shutil.copy(comp, tmp_path / "c" / "blank.png")
+    shutil.copy(tmp_path / "empty.png", tmp_path / "m" / "blank.png")
+    code, _, err = harmonize(
+        capsys, weights, "--composites", tmp_path / "c", "--masks", tmp_path / "m", "-o", tmp_path
+    )
+    assert code == 0 and "gknet harmonize: warning: blank.png: the mask is empty" in err
 
 
 def test_threshold_and_exif_orientation(capsys, weights, tmp_path):
@@ -199,6 +206,10 @@ def test_unreadable_inputs_and_unwritable_output(capsys, weights, pair, tmp_path
     assert_one_error_line(code, err, "COMPOSITE and MASK")
     code, _, err = harmonize(capsys, weights, comp, mask, "--composites", tmp_path, "-o", tmp_path / "o.png")
     assert_one_error_line(code, err, "not both")
+    code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--threshold", "2")
+    assert_one_error_line(code, err, "--threshold must be in (0, 1]")
+    code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--resolution", "3")
+    assert_one_error_line(code, err, "resolution must be")
     assert not list(tmp_path.glob("o*.png")) and not list(tmp_path.glob(".*"))  # nothing half-written
 
 

@@ -123,8 +123,8 @@ def apply_local_affine(coeffs: torch.Tensor, image: torch.Tensor, alpha: torch.T
     for start in range(0, bottom - top, band):
         idx = slice(start, min(start + band, bottom - top))
         rows = slice(top + idx.start, top + idx.stop)
-        c = coeffs.index_select(2, low[idx])
-        c.lerp_(coeffs.index_select(2, high[idx]), frac[idx].view(1, 1, -1, 1))
+        # Advanced indexing, not index_select: the latter is ~50x slower with 2 busy CPU threads.
+        c = coeffs[:, :, low[idx]].lerp_(coeffs[:, :, high[idx]], frac[idx].view(1, 1, -1, 1))
         x = image[:, :, rows, cols].float()
         mapped = c[:, 9:].clone()
         for i in range(3):  # A is row-major (out x in): column i multiplies input channel i

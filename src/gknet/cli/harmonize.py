@@ -58,20 +58,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_output(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
-    """Fail before any work if ``out`` cannot be written (an input, a folder, exists, bad suffix)."""
-    from PIL import Image
-
+    """Fail before any work if ``out`` is an input or cannot be written."""
+    from gknet.data.imageio import check_output_path
     from gknet.errors import GknetError
 
     for path in inputs:
         if _same_file(out, path):
             raise GknetError(f"output {out} is the input {path}; refusing to overwrite an input")
-    if out.is_dir():
-        raise GknetError(f"output path is a directory: {out}")
-    if out.exists() and not overwrite:
-        raise GknetError(f"output exists: {out} (pass --overwrite to replace it)")
-    if out.suffix.lower() not in Image.registered_extensions():
-        raise GknetError(f"unknown image format for output {out} (use .png or .jpg)")
+    check_output_path(out, overwrite)
 
 
 def _harmonize_file(harmonizer, composite: Path, mask: Path, out: Path, args: argparse.Namespace) -> None:
@@ -91,13 +85,18 @@ def _harmonize_file(harmonizer, composite: Path, mask: Path, out: Path, args: ar
 
 
 @contextlib.contextmanager
-def _warnings_as_lines(write):
+def _warnings_as_lines(prefix: str = ""):
     """Show every warning (untrained model, empty mask) as one plain line, repeats included."""
     import warnings
 
+    from tqdm import tqdm
+
+    def show(message, *_args, **_kwargs):
+        tqdm.write(f"{PROG}: warning: {prefix}{message}", file=sys.stderr)
+
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda message, *_args, **_kw: write(f"{PROG}: warning: {message}")
+        warnings.showwarning = show
         yield
 
 
@@ -118,7 +117,10 @@ def _harmonize_folder(harmonizer, args: argparse.Namespace) -> int:
     bar = tqdm(pairs.matched.items(), desc="harmonize", unit="image", disable=args.no_progress)
     for stem, (composite, mask) in bar:
         try:
-            _harmonize_file(harmonizer, composite, mask, outdir / f"{stem}{composite.suffix.lower()}", args)
+            with _warnings_as_lines(prefix=f"{composite.name}: "):
+                _harmonize_file(
+                    harmonizer, composite, mask, outdir / f"{stem}{composite.suffix.lower()}", args
+                )
             done += 1
         except GknetError as exc:
             failed.append(f"{composite}: {exc}")
@@ -128,8 +130,6 @@ def _harmonize_folder(harmonizer, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from gknet.errors import GknetError
     from gknet.harmonizer import Harmonizer
 
@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("folder mode needs both --composites DIR and --masks DIR")
     if not folder_mode and not (args.composite and args.mask):
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
-    with _warnings_as_lines(lambda line: tqdm.write(line, file=sys.stderr)):
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
+    with _warnings_as_lines():
         if args.weights == "default":
             harmonizer = Harmonizer.from_pretrained(args.resolution, args.device)
         else:

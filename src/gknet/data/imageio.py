@@ -92,10 +92,10 @@ def load_mask(path: str | Path) -> Image.Image:
     return mask_image(_open(path))
 
 
-def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``img`` to ``path`` through a temporary file and an atomic rename.
+def check_output_path(path: str | Path, overwrite: bool = False) -> str:
+    """The Pillow format for writing ``path``; GknetError if it is a folder, exists, or has no format.
 
-    Refuses to replace an existing file unless ``overwrite``; the format follows the suffix.
+    Callers with slow work ahead use it to fail before doing the work.
     """
     path = Path(path)
     if path.is_dir():
@@ -105,6 +105,16 @@ def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = Fals
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise GknetError(f"unknown image format for output {path} (use .png or .jpg)")
+    return fmt
+
+
+def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``img`` to ``path`` through a temporary file and an atomic rename.
+
+    Refuses to replace an existing file unless ``overwrite``; the format follows the suffix.
+    """
+    path = Path(path)
+    fmt = check_output_path(path, overwrite)
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
