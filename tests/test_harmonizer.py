@@ -16,18 +16,11 @@ from gknet.config import ModelConfig
 from gknet.errors import GknetError
 from gknet.harmonizer import EmptyMaskWarning, UntrainedModelWarning, comparison_image
 from gknet.models import build_model
+from tests.conftest import tiny_config
 
-TINY = ModelConfig(widths=(8, 16), lre_heads=2, scf_groups=4, kpb_levels=2)
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = tiny_config()
 H, W = 45, 70
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: thread synchronisation would cost more than the work on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
