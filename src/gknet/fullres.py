@@ -44,7 +44,7 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Sum-free box mean over a (2r+1)^2 window; zero padding is fine because only ratios are used."""
+    """Box mean over a (2r+1)^2 window; zero padding is harmless since only ratios of means are used."""
     return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=True)
 
 
