@@ -154,3 +154,24 @@ def test_cli_writes_a_preview_grid(tmp_path, capsys):
     assert "fMSE" in capsys.readouterr().out
     assert main([*args, "--preview", "-o", str(out)]) == 2  # never overwrites silently
     assert main(args) == 2  # nothing asked
+
+
+def test_export_writes_lossless_pairs_that_evaluate_reads(tmp_path):
+    from gknet.data import FolderDataset
+    from gknet.data.synthetic import export_triplets
+
+    ds = SyntheticComposites(_photos(), "val", image_size=32, limit=3)
+    assert export_triplets(ds, tmp_path) == 3
+    folder = FolderDataset(tmp_path / "composites", tmp_path / "masks", tmp_path / "targets")
+    assert len(folder) == 3 and not folder.problems
+    def as_uint8(x):
+        return (x * 255).round().byte().permute(1, 2, 0).numpy()
+
+    for i in range(3):
+        item = ds[i]
+        comp, mask, target = folder.load(i)
+        assert np.array_equal(np.asarray(comp), as_uint8(item["composite"]))
+        assert np.array_equal(np.asarray(target), as_uint8(item["target"]))
+        assert np.array_equal(np.asarray(mask) > 127, item["mask"][0].numpy() > 0.5)
+    with pytest.raises(GknetError, match="exists"):
+        export_triplets(ds, tmp_path)

@@ -1,4 +1,5 @@
-"""``gknet synth``: look at (``--preview``) or measure (``--stats``) the synthetic composites."""
+"""``gknet synth``: look at (``--preview``), measure (``--stats``) or write out (``--export``)
+the synthetic composites."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="grid image path (.png or .jpg) for --preview")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--stats", action="store_true", help="print mean MSE / fMSE / PSNR of the composites")
+    p.add_argument(
+        "--export", metavar="DIR", help="write the whole split as DIR/{composites,masks,targets}/NAME.png"
+    )
     p.add_argument("--n", type=int, default=8, help="items shown / measured (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="split and perturbation seed (default: %(default)s)")
     p.add_argument("--epoch", type=int, default=0, help="train split epoch (default: %(default)s)")
@@ -29,15 +33,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
 
-    if not (args.preview or args.stats):
-        raise GknetError("nothing to do: pass --preview -o GRID.png and/or --stats")
+    if not (args.preview or args.stats or args.export):
+        raise GknetError("nothing to do: pass --preview -o GRID.png, --stats and/or --export DIR")
     if args.preview and not args.output:
         raise GknetError("--preview needs -o GRID.png")
     if args.n <= 0 or args.size <= 0:
         raise GknetError("--n and --size must be positive")
 
     from gknet.data.imageio import save_image_atomic
-    from gknet.data.synthetic import SyntheticComposites, composite_stats, preview_grid, spread_indices
+    from gknet.data.synthetic import (
+        SyntheticComposites,
+        composite_stats,
+        export_triplets,
+        preview_grid,
+        spread_indices,
+    )
 
     dataset = SyntheticComposites(args.root, split=args.split, image_size=args.size, seed=args.seed)
     dataset.set_epoch(args.epoch)
@@ -51,4 +61,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.split}: {stats['count']} composites at {args.size}px: MSE {stats['mse']:.2f}  "
             f"fMSE {stats['fmse']:.2f} (median {stats['fmse_median']:.2f})  PSNR {stats['psnr']:.2f} dB"
         )
+    if args.export:
+        count = export_triplets(dataset, args.export, overwrite=args.overwrite)
+        print(f"wrote {count} {args.split} triplets to {args.export}/{{composites,masks,targets}}")
     return 0

@@ -491,3 +491,22 @@ def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dic
         "fmse_median": float(np.median(fmse)),
         "psnr": float(psnr.mean()),
     }
+
+
+def export_triplets(dataset: SyntheticComposites, out_dir: str | Path, overwrite: bool = False) -> int:
+    """Write every item as lossless PNGs ``out_dir/{composites,masks,targets}/NAME.png``.
+
+    The folders pair by stem, so ``gknet evaluate --composites ... --masks ... --targets ...``
+    scores any method on exactly these composites (e.g. the fixed validation split).
+    """
+    from tqdm import tqdm
+
+    from gknet.data.imageio import save_image_atomic
+
+    out_dir = Path(out_dir)
+    for index in tqdm(range(len(dataset)), desc="export", unit="img"):
+        item = dataset[index]
+        for folder, key in (("composites", "composite"), ("masks", "mask"), ("targets", "target")):
+            pixels = (item[key] * 255).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
+            save_image_atomic(Image.fromarray(pixels), out_dir / folder / f"{item['name']}.png", overwrite)
+    return len(dataset)
