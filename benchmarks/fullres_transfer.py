@@ -1,9 +1,10 @@
 """How well does the full-resolution colour transfer carry a low-resolution result to full size?
 
-Trained weights are not needed: the "network output" is an oracle, the real image
-shrunk to the network resolution and blended with the shrunk mask (what a perfect model
-would return). This isolates the transfer step. Compared at full resolution against the
-real image, after rounding to 8 bits as a saved output would be:
+By default the "network output" is an oracle, the real image shrunk to the network
+resolution and blended with the shrunk mask (what a perfect model would return): this
+isolates the transfer step. With ``--weights PATH|default`` it is a trained model's output.
+Compared at full resolution against the real image, after rounding to 8 bits as a saved
+output would be:
 
 - composite:  the input itself;
 - naive:      the low-resolution result upsampled bilinearly, pasted inside the mask;
@@ -13,7 +14,7 @@ Detail is measured inside the mask (dilated by nothing, thresholded at 0.5): the
 the image gradient relative to the real image's (1.0 = as sharp as the real image), and the
 PSNR of the high-frequency band (image minus its 5x5 box blur) against the real image's.
 
-Usage: python benchmarks/fullres_transfer.py [--root ../shared/examples/iharmony4_mini]
+Usage: python benchmarks/fullres_transfer.py [--root ../shared/examples/iharmony4_mini] [--weights default]
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--radius", type=int, default=DEFAULT_RADIUS)
     parser.add_argument("--eps", type=float, default=DEFAULT_EPS)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument("--weights", help="release weights (PATH or 'default') instead of the oracle")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -81,7 +83,14 @@ def main() -> None:
     real = to_tensor_image(load_rgb(sub / "real_images" / "a0002.jpg"))[None]
     low = (args.resolution, args.resolution)
     low_comp, low_mask = resize(comp, low), resize(mask, low)
-    oracle = low_mask * resize(real, low) + (1 - low_mask) * low_comp
+    if args.weights:
+        from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+
+        model = load_release(DEFAULT_WEIGHTS if args.weights == "default" else args.weights)[0]
+        with torch.no_grad():
+            oracle = model(low_comp, low_mask)
+    else:
+        oracle = low_mask * resize(real, low) + (1 - low_mask) * low_comp
 
     naive = comp + mask * (resize(oracle, comp.shape[-2:]) - comp)
     rss_before = _rss_mib()
@@ -92,7 +101,8 @@ def main() -> None:
 
     real255, fg = _quantise(real), (mask > 0.5).float()
     height, width = comp.shape[-2:]
-    print(f"image {width}x{height}, network {args.resolution}px, radius {args.radius}, eps {args.eps}")
+    source = f"model {args.weights}" if args.weights else "oracle"
+    print(f"image {width}x{height}, {source} at {args.resolution}px, radius {args.radius}, eps {args.eps}")
     print(f"{'method':<10} {'MSE':>9} {'fMSE':>9} {'PSNR':>7} {'grad_ratio':>11} {'HF-PSNR':>8}")
     for name, pred in (("composite", comp), ("naive", naive), ("transfer", ours)):
         pred255 = _quantise(pred)
