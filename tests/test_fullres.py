@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -24,7 +25,9 @@ def box_mask(height: int, width: int) -> torch.Tensor:
     return mask
 
 
-def test_apply_matches_dense_bilinear_reference():
+@pytest.mark.parametrize("band_pixels", [2**16, 100])  # 100: bands of 1 row split each run
+def test_apply_matches_dense_bilinear_reference(band_pixels, monkeypatch):
+    monkeypatch.setattr("gknet.fullres.BAND_PIXELS", band_pixels)
     g = torch.Generator().manual_seed(1)
     coeffs = IDENTITY + 0.2 * torch.randn(2, 12, 6, 9, generator=g)
     image = torch.rand(2, 3, 37, 53, generator=g)
