@@ -26,7 +26,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from gknet.atomic import write_atomic
 from gknet.checkpoint import DEFAULT_WEIGHTS
 from gknet.config import ModelConfig, load_config
 from gknet.data.iharmony4 import IHarmony4
@@ -689,16 +689,6 @@ def render_plot(results: dict) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_outputs(results: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -707,7 +697,7 @@ def write_outputs(results: dict, out: Path) -> list[Path]:
         PLOT_NAME: render_plot(results),
     }
     for name, data in files.items():
-        _write_atomic(out / name, data)
+        write_atomic(out / name, data)
     return [out / name for name in files]
 
 

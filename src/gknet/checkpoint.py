@@ -8,8 +8,6 @@ turning every failure into one clear GknetError.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +15,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gknet.atomic import atomic_path, write_atomic
 from gknet.config import ConfigError, ModelConfig, from_dict, to_dict
 from gknet.errors import GknetError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "gknet_small.safetensors"
 FORMAT = "gknet-release-1"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def save_release(
@@ -43,8 +31,10 @@ def save_release(
     path = Path(path).with_suffix(".safetensors")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     info = {"format": FORMAT, "model": to_dict(cfg), "meta": meta or {}}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"format": FORMAT})
+    write_atomic(path.with_suffix(".json"), json.dumps(info, indent=2))
     return path
 
 

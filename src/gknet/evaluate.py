@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from gknet.atomic import write_atomic
 from gknet.baselines import Method, get_baseline
 from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
@@ -386,17 +385,6 @@ def per_image_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(run: Evaluation, out_dir: str | Path) -> dict[str, Path]:
     """Write results.json, per_image.csv and report.md into ``out_dir`` (each atomically)."""
     out_dir = Path(out_dir)
@@ -409,7 +397,7 @@ def write_outputs(run: Evaluation, out_dir: str | Path) -> dict[str, Path]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            _write_text_atomic(out_dir / name, text)
+            write_atomic(out_dir / name, text)
     except OSError as exc:
         raise GknetError(f"cannot write results to {out_dir}: {exc.strerror or exc}") from None
     return {name: out_dir / name for name in files}

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from gknet.atomic import write_atomic
 from gknet.data.imageio import mask_image, rgb_image, save_image_atomic, to_tensor_image
 from gknet.errors import GknetError
 from gknet.fullres import resize
@@ -492,16 +491,6 @@ TITLES = {
 }
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def render_index(written: dict[str, Path], notes: list[str]) -> str:
     """Self-contained HTML page: every picture (relative path) with its caption, then the notes."""
     sections = "\n".join(
@@ -621,7 +610,7 @@ def explain(
         key: save_image_atomic(img, out_dir / FILES[key], overwrite=True) for key, img in images.items()
     }
     index = out_dir / FILES["index"]
-    _write_text_atomic(index, render_index(written, notes))
+    write_atomic(index, render_index(written, notes))
     return {**written, "index": index}
 
 

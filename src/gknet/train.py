@@ -30,11 +30,12 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from gknet.atomic import write_atomic
 from gknet.config import Config, ConfigError, from_dict, to_dict
 from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
 from gknet.metrics import image_metrics
-from gknet.train_state import atomic_write_text, load_state, restore_rng_states, rng_states, save_state
+from gknet.train_state import load_state, restore_rng_states, rng_states, save_state
 from gknet.training_log import RunLog
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -255,7 +256,7 @@ class _Trainer:
 
         if self.dist.main:
             (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            write_atomic(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.log = RunLog(out_dir, self.dist.main, self.step if path is not None else None)
         pin = self.device.type == "cuda"
         self.val_loader = _loader(

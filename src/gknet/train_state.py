@@ -9,15 +9,14 @@ tensors are stored, so states load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from gknet.atomic import atomic_path
 from gknet.errors import GknetError
 
 STATE_VERSION = 1
@@ -49,19 +48,6 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a temporary file in the same folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_state(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` via a temporary file and ``os.replace``.
 
@@ -69,16 +55,8 @@ def save_state(state: dict[str, Any], path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"version": STATE_VERSION, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, durable=True) as tmp:
+        torch.save({"version": STATE_VERSION, **state}, tmp)
     return path
 
 

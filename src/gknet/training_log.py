@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from gknet.atomic import atomic_path, write_atomic
 from gknet.errors import GknetError
-from gknet.train_state import atomic_write_text
 
 
 class RunLog:
@@ -33,7 +31,7 @@ class RunLog:
         if resume_step is not None and self.path.exists():
             # Drop records a killed run wrote after its last checkpoint: those steps are redone.
             kept = [line for line in self.path.read_text().splitlines() if _record_step(line) <= resume_step]
-            atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+            write_atomic(self.path, "".join(f"{line}\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -128,12 +126,9 @@ def plot_training_log(
         ax.grid(alpha=0.3)
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=100)
-        os.replace(tmp, output)
+        with atomic_path(output) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=100)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return output

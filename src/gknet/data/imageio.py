@@ -12,13 +12,12 @@ Conversions (documented for users):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gknet.atomic import atomic_path
 from gknet.errors import GknetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -115,22 +114,13 @@ def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = Fals
     """
     path = Path(path)
     fmt = check_output_path(path, overwrite)
-    parent = path.parent if str(path.parent) else Path(".")
+    params = {"quality": 95} if fmt == "JPEG" else {}
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            img.save(tmp, format=fmt, **params)
     except OSError as exc:
         raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            params = {"quality": 95} if fmt == "JPEG" else {}
-            img.save(fh, format=fmt, **params)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
     return path
 
 
