@@ -40,7 +40,7 @@ from gknet.config import ModelConfig, load_config
 from gknet.data.iharmony4 import IHarmony4
 from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
-from gknet.model_info import count_params
+from gknet.model_info import count_macs, count_params
 from gknet.models import build_model
 from gknet.ops import kernel_modulation, kernel_modulation_unfold
 
@@ -214,12 +214,13 @@ def job_inference(plan: Plan, model: str, size: int) -> dict:
     _prepare(plan)
     net = build_model(model_config(model)).eval()
     composite, mask = _inputs(1, size)
+    macs = count_macs(net, size)  # before the memory window: it runs its own forward pass
 
     def call():
         with torch.no_grad():
             net(composite, mask)
 
-    return {"params": count_params(net)["total"], **_measure(call, plan)}
+    return {"params": count_params(net)["total"], "gmacs": macs / 1e9, **_measure(call, plan)}
 
 
 def job_training(plan: Plan, model: str, size: int) -> dict:
@@ -414,6 +415,7 @@ def compute_ratios(results: dict) -> dict:
                         "size": row["size"],
                         "time_ratio": _ratio(row.get("median_s"), base.get("median_s")),
                         "memory_ratio": _ratio(row.get("peak_mib"), base.get("peak_mib")),
+                        "macs_ratio": _ratio(row.get("gmacs"), base.get("gmacs")),
                     }
                 )
     op_rows = []
@@ -573,21 +575,32 @@ def render_markdown(results: dict) -> str:
         [[t["name"], t["goal"], t["display"], VERDICT[t["pass"]]] for t in results["targets"]],
     )
 
-    def ratio_for(section, row):
+    def ratio_for(section, row, key="time_ratio"):
         r = _find(ratios["gknet_vs_unet"], section=section, model=row["model"], size=row["size"])
-        return _fmt(r.get("time_ratio"), ".2f") + "x" if r else ""
+        return _fmt(r.get(key), ".2f") + "x" if r.get(key) else ""
 
     lines += ["## Inference (batch 1, eval mode, no_grad)", ""]
     lines += _table(
-        ["model", "size", "params", "latency ms (median)", "peak MiB", "time vs same-width U-Net"],
+        [
+            "model",
+            "size",
+            "params",
+            "GMACs",
+            "latency ms (median)",
+            "peak MiB",
+            "time vs same-width U-Net",
+            "MACs vs same-width U-Net",
+        ],
         [
             [
                 r["model"],
                 f"{r['size']}x{r['size']}",
                 _fmt(r.get("params"), ",d"),
+                _fmt(r.get("gmacs"), ".2f"),
                 _fmt(r.get("median_s"), ".1f", 1e3),
                 _fmt(r.get("peak_mib"), ".0f"),
                 ratio_for("inference", r),
+                ratio_for("inference", r, "macs_ratio"),
             ]
             for r in results["inference"]
         ],

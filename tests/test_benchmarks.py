@@ -84,6 +84,9 @@ def test_quick_numbers_are_complete_and_positive(quick_run):
         assert row["process_peak_mib"] >= row["peak_mib"]
     # the plain U-Net of the same widths has fewer parameters than GKNet
     assert inference["unet_small", 256]["params"] < inference["gknet_small", 256]["params"]
+    # MACs as `gknet info` counts them (4.47 G for gknet_small at 256), and 4x per doubled side
+    assert inference["gknet_small", 256]["gmacs"] == pytest.approx(4.47, abs=0.01)
+    assert inference["unet_small", 256]["gmacs"] == pytest.approx(4 * inference["unet_small", 128]["gmacs"])
     for row in results["training"]:
         assert row["batch"] == 8
         assert row["images_per_s"] == pytest.approx(8 / row["median_s"])
@@ -112,6 +115,8 @@ def test_ratios_and_targets_follow_from_the_measurements(quick_run):
         if (r["section"], r["model"], r["size"]) == ("inference", "gknet_small", 256)
     )
     assert ratio["time_ratio"] == pytest.approx(overhead)
+    macs = {(r["model"], r["size"]): r["gmacs"] for r in results["inference"]}
+    assert ratio["macs_ratio"] == pytest.approx(macs["gknet_small", 256] / macs["unet_small", 256])
     op_time = {(r["impl"], r["size"], r["mode"]): r["median_s"] for r in results["kernel_modulation"]}
     for r in results["ratios"]["op_vs_unfold"]:
         key = (r["size"], r["mode"])
