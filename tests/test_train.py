@@ -191,3 +191,35 @@ def test_ema_and_cli_entry_point(tmp_path):
     assert ema([0.0, 1.0], 0.5) == pytest.approx([0.0, 0.5 / 0.75])
     proc = subprocess.run([GKNET, "train", "--help"], capture_output=True, text=True, check=True)
     assert "--resume" in proc.stdout and "torchrun" in proc.stdout
+
+
+def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from gknet.checkpoint import save_release
+    from gknet.errors import GknetError
+
+    root = write_triplet_folder(tmp_path / "data", count=12, size=40)
+    cfg = tiny_train_config(root, max_steps=1, lr=0.0)
+    torch.manual_seed(123)  # weights no seed-0 initialisation would produce
+    source = build_model(cfg.model)
+    release = save_release(source, cfg.model, tmp_path / "start.safetensors")
+    monkeypatch.setattr("gknet.checkpoint.DEFAULT_WEIGHTS", release)
+
+    for weights in (str(release), "default"):
+        tuned = replace(cfg, train=replace(cfg.train, init_weights=weights))
+        out = tmp_path / f"run_{weights.replace('/', '_')}"
+        train(tuned, out)
+        trained = load_state(out / "ckpt" / "last.pt")["model"]
+        # lr 0: every parameter is still the release's (BatchNorm running statistics move)
+        for name, value in source.state_dict().items():
+            if "running" not in name and "num_batches" not in name:
+                assert torch.equal(trained[name], value), name
+    scratch = tmp_path / "scratch"
+    train(cfg, scratch)
+    weights = load_state(scratch / "ckpt" / "last.pt")["model"]
+    assert not torch.equal(weights["head.weight"], source.state_dict()["head.weight"])
+
+    other = replace(cfg, model=replace(cfg.model, kernel_size=5))
+    with pytest.raises(GknetError, match="another architecture"):
+        train(replace(other, train=replace(other.train, init_weights=str(release))), tmp_path / "bad")

@@ -111,6 +111,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # Fine-tuning: start from these release weights ("default" = the shipped ones) instead of
+    # a random init; the optimiser and schedule start fresh. Ignored when resuming a run.
+    init_weights: str = ""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):

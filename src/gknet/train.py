@@ -242,8 +242,11 @@ class _Trainer:
         path = _resume_path(resume, out_dir)
         if path is not None:
             self._load(path)
-        elif resume is not None and self.dist.main:
-            tqdm.write(f"no checkpoint in {out_dir / 'ckpt'}: starting a new run")
+        else:
+            if resume is not None and self.dist.main:
+                tqdm.write(f"no checkpoint in {out_dir / 'ckpt'}: starting a new run")
+            if tc.init_weights:
+                self._init_from(tc.init_weights)
         if tc.schedule == "cosine" and tc.max_minutes and not tc.max_steps and self.dist.main:
             tqdm.write(
                 f"warning: the cosine schedule spans {self.total_steps} steps (train.epochs); with a "
@@ -281,6 +284,20 @@ class _Trainer:
             "config": to_dict(self.cfg),
             "config_name": self.config_name,
         }
+
+    def _init_from(self, weights: str) -> None:
+        from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+
+        source = DEFAULT_WEIGHTS if weights == "default" else Path(weights)
+        released, model_cfg, _ = load_release(source)
+        if model_cfg != self.cfg.model:
+            raise GknetError(
+                f"train.init_weights {source} holds another architecture than the config's model "
+                "section; fine-tuning needs the same model settings (see its .json)"
+            )
+        self.model.load_state_dict(released.state_dict())
+        if self.dist.main:
+            tqdm.write(f"initialised from {source}")
 
     def _load(self, path: Path) -> None:
         state = load_state(path, map_location=self.device)
