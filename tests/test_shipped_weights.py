@@ -3,16 +3,20 @@
 import torch
 
 from gknet import Harmonizer
-from gknet.checkpoint import DEFAULT_WEIGHTS
+from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+from gknet.config import load_config
 from gknet.data.synthetic import SyntheticComposites
 from gknet.metrics import image_metrics
-from tests.conftest import require_shared
+from tests.conftest import REPO, require_shared
 
 
 def test_shipped_weights_exist_and_load_strictly():
     assert DEFAULT_WEIGHTS.is_file(), f"the release weights are missing: {DEFAULT_WEIGHTS}"
     assert DEFAULT_WEIGHTS.stat().st_size + DEFAULT_WEIGHTS.with_suffix(".json").stat().st_size < 20e6
-    Harmonizer.from_file(DEFAULT_WEIGHTS)  # strict: raises on any missing or unexpected tensor
+    _, model_cfg, _ = load_release(DEFAULT_WEIGHTS)  # strict: raises on any missing or unexpected tensor
+    # the configs that reproduce them (MODEL_CARD.md) describe exactly this architecture
+    for stage in ("gknet_small.yaml", "gknet_small_256.yaml"):
+        assert load_config(REPO / "configs" / stage).model == model_cfg, stage
 
 
 def test_shipped_weights_improve_fixed_validation_composites(one_thread):
