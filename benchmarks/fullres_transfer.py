@@ -84,9 +84,9 @@ def main() -> None:
     low = (args.resolution, args.resolution)
     low_comp, low_mask = resize(comp, low), resize(mask, low)
     if args.weights:
-        from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+        from gknet.checkpoint import load_release, weights_path
 
-        model = load_release(DEFAULT_WEIGHTS if args.weights == "default" else args.weights)[0]
+        model = load_release(weights_path(args.weights))[0]
         with torch.no_grad():
             oracle = model(low_comp, low_mask)
     else:

@@ -24,6 +24,11 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "gknet_small.safetensors"
 FORMAT = "gknet-release-1"
 
 
+def weights_path(weights: str | Path) -> Path:
+    """The release file a ``--weights`` value names: a path, or ``"default"`` for the shipped one."""
+    return DEFAULT_WEIGHTS if str(weights) == "default" else Path(weights)
+
+
 def save_release(
     model: torch.nn.Module, cfg: ModelConfig, path: str | Path, meta: dict | None = None
 ) -> Path:

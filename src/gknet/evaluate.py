@@ -98,9 +98,9 @@ def load_method(
         raise GknetError("choose exactly one of a baseline or weights")
     if baseline is not None:
         return get_baseline(baseline), baseline
-    from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+    from gknet.checkpoint import load_release, weights_path
 
-    path = Path(DEFAULT_WEIGHTS) if weights == "default" else Path(weights)
+    path = weights_path(weights)
     if weights == "default" and not path.exists():
         raise GknetError(f"no default weights shipped yet ({path}); pass --weights PATH or --baseline NAME")
     model, _cfg, meta = load_release(path, map_location=device)

@@ -286,9 +286,9 @@ class _Trainer:
         }
 
     def _init_from(self, weights: str) -> None:
-        from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+        from gknet.checkpoint import load_release, weights_path
 
-        source = DEFAULT_WEIGHTS if weights == "default" else Path(weights)
+        source = weights_path(weights)
         released, model_cfg, _ = load_release(source)
         if model_cfg != self.cfg.model:
             raise GknetError(

@@ -64,9 +64,9 @@ def run(args) -> int:
             f"the studio needs extra packages ({exc.name}): pip install 'gknet[studio]'"
         ) from None
     from gknet import Harmonizer
-    from gknet.checkpoint import DEFAULT_WEIGHTS
+    from gknet.checkpoint import weights_path
 
-    weights = DEFAULT_WEIGHTS if args.weights == "default" else Path(args.weights)
+    weights = weights_path(args.weights)
     with warnings.catch_warnings(record=True) as caught:  # e.g. untrained default weights
         warnings.simplefilter("always")
         if args.weights == "default":
