@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
-def _default_mode() -> int:
-    """What a plain ``open()`` would give (0666 minus the umask), not mkstemp's private 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create_temporary(path: Path) -> Path:
+    """A new empty file beside ``path``, created with mode 0666 so that the kernel applies the
+    umask as for any ``open()`` (tempfile.mkstemp would make it private, 0600)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextmanager
@@ -24,11 +29,9 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[str]:
     also flushes the file to disk before the rename (checkpoints: survive a power cut).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temporary(path)
     try:
-        yield tmp
-        os.chmod(tmp, _default_mode())
+        yield str(tmp)
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -37,7 +40,7 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[str]:
                 os.close(fd)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
