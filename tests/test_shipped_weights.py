@@ -32,7 +32,7 @@ def test_shipped_weights_improve_fixed_validation_composites(one_thread):
     before = image_metrics(composite * 255, target * 255, mask)["fmse"]
     after = image_metrics(harmonized * 255, target * 255, mask)["fmse"]
     # The model measured 0.41x the composite's fMSE over the 201 validation images (MODEL_CARD.md);
-    # On these six the mean must fall by at least a third and every strongly perturbed image
+    # on these six the mean must fall by at least a third and every strongly perturbed image
     # (fMSE > 1000) must improve. Nearly harmonious ones (fMSE 10-400) may get a little worse:
     # a known weakness written in the model card.
     numbers = (before.tolist(), after.tolist())
