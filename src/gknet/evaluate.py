@@ -163,6 +163,7 @@ class Evaluation:
     protocol: dict = field(default_factory=dict)
     source: str = ""
     seconds: float = 0.0
+    shard: dict | None = None  # which slice of the samples, for a run split over processes
 
     def results(self) -> dict:
         """The results.json document."""
@@ -179,6 +180,7 @@ class Evaluation:
             "protocol": self.protocol,
             "data": self.source,
             "seconds": round(self.seconds, 3),
+            **({"shard": self.shard} if self.shard else {}),
         }
 
 

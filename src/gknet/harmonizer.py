@@ -54,24 +54,40 @@ class Harmonizer:
         self.resolution = resolution
 
     @classmethod
-    def from_file(cls, path: str | Path, resolution: int = DEFAULT_RESOLUTION, device="cpu") -> Harmonizer:
-        """Load release weights written by :func:`gknet.checkpoint.save_release`."""
+    def from_file(
+        cls, path: str | Path, resolution: int = DEFAULT_RESOLUTION, device="cpu", backend: str = "auto"
+    ) -> Harmonizer:
+        """Load release weights (:func:`gknet.checkpoint.save_release`) or an ONNX export (.onnx).
+
+        ``backend``: ``"torch"``, ``"onnxruntime"`` (release weights are exported to ONNX in
+        memory first) or ``"auto"`` (ONNX Runtime for .onnx files, torch otherwise).
+        """
         from gknet.checkpoint import load_release
 
+        backend = _check_backend(backend)
+        if Path(path).suffix.lower() == ".onnx":
+            if backend == "torch":
+                raise GknetError(f"{path} is an ONNX model: it runs with backend 'onnxruntime', not 'torch'")
+            return cls(_onnxruntime_model(Path(path), device), resolution, device)
         model, _cfg, _meta = load_release(path)
-        return cls(model, resolution, device)
+        return cls(_on_backend(model, backend, device), resolution, device)
 
     @classmethod
-    def from_pretrained(cls, resolution: int = DEFAULT_RESOLUTION, device="cpu") -> Harmonizer:
+    def from_pretrained(
+        cls, resolution: int = DEFAULT_RESOLUTION, device="cpu", backend: str = "torch"
+    ) -> Harmonizer:
         """The shipped default weights (:data:`gknet.checkpoint.DEFAULT_WEIGHTS`).
 
         Until they are shipped, this returns a RANDOMLY INITIALISED model with the default
         :class:`gknet.config.ModelConfig` (seeded, so runs are reproducible) and warns.
+        ``backend="onnxruntime"`` exports them to ONNX first (seconds; `gknet export --onnx`
+        writes the file once).
         """
         from gknet.checkpoint import DEFAULT_WEIGHTS
 
+        backend = _check_backend(backend)
         if Path(DEFAULT_WEIGHTS).exists():
-            return cls.from_file(DEFAULT_WEIGHTS, resolution, device)
+            return cls.from_file(DEFAULT_WEIGHTS, resolution, device, backend)
         from gknet.config import ModelConfig
         from gknet.models import build_model
 
@@ -84,13 +100,49 @@ class Harmonizer:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = build_model(ModelConfig())
-        return cls(model, resolution, device)
+        return cls(_on_backend(model, backend, device), resolution, device)
 
     def harmonize_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """composite [B, 3, H, W] float in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B, 3, H, W].
 
         Same dtype and device as ``composite``; where ``mask`` is 0 the output equals it exactly.
         """
+        return self.harmonize_tensors([composite], [mask])[0]
+
+    def harmonize_tensors(
+        self, composites: list[torch.Tensor], masks: list[torch.Tensor], labels: list[str] | None = None
+    ) -> list[torch.Tensor]:
+        """Several :meth:`harmonize_tensor` inputs, each of its own size, with one network pass.
+
+        The network sees every input at ``resolution`` x ``resolution``, so the resized inputs
+        are stacked into one batch; each result is then carried to its input's own size.
+        ``labels`` name the inputs in warnings. Equal to harmonizing one input at a time up to
+        float rounding (the convolution kernels may sum in another order for another batch size).
+        """
+        labels = labels or [None] * len(composites)
+        if not len(composites) == len(masks) == len(labels):
+            raise GknetError(f"got {len(composites)} composites, {len(masks)} masks and {len(labels)} labels")
+        results, work = [], []
+        for composite, mask, label in zip(composites, masks, labels, strict=True):
+            empty = self._check_pair(composite, mask, label)
+            results.append(composite.clone() if bool(empty.all()) else None)
+            if results[-1] is None:
+                work.append((len(results) - 1, composite, mask))
+        if not work:
+            return results
+        with torch.no_grad():
+            prepared = [self._network_inputs(composite, mask) for _, composite, mask in work]
+            low_out = self.model(torch.cat([p[2] for p in prepared]), torch.cat([p[3] for p in prepared]))
+            low_outs = low_out.split([len(p[0]) for p in prepared])
+            for (index, composite, mask), inputs, low in zip(work, prepared, low_outs, strict=True):
+                comp, alpha, low_comp, low_alpha = inputs
+                out = self._full_resolution(comp, alpha, low_comp, low, low_alpha)
+                out = out.to(composite.device, composite.dtype)
+                results[index] = torch.where(mask.to(composite.device) > 0, out, composite)
+        return results
+
+    def _check_pair(self, composite: torch.Tensor, mask: torch.Tensor, label: str | None) -> torch.Tensor:
+        """Validate shapes and warn about empty masks; returns which masks of the batch are empty."""
         if composite.ndim != 4 or composite.shape[1] != 3 or not composite.is_floating_point():
             raise GknetError(f"composite must be a float tensor [B, 3, H, W], got {_describe(composite)}")
         b, _, h, w = composite.shape
@@ -100,31 +152,26 @@ class Harmonizer:
         for i in empty.nonzero().flatten().tolist():
             where = f" (image {i} of the batch)" if b > 1 else ""
             message = f"the mask is empty{where}: the output equals the input"
-            warnings.warn(message, EmptyMaskWarning, stacklevel=2)
-        if bool(empty.all()):
-            return composite.clone()
-        with torch.no_grad():
-            comp = composite.to(self.device, torch.float32)
-            alpha = mask.to(self.device, torch.float32).clamp(0, 1)
-            low = (self.resolution, self.resolution)
-            if (h, w) == low:
-                out = self.model(comp, alpha)
-            else:
-                low_comp, low_alpha = resize(comp, low), resize(alpha, low).clamp(0, 1)
-                low_out = self.model(low_comp, low_alpha)
-                out = transfer_to_full_resolution(comp, alpha, low_comp, low_out, low_alpha)
-            out = out.to(composite.device, composite.dtype)
-            return torch.where(mask.to(composite.device) > 0, out, composite)
+            warnings.warn(f"{label}: {message}" if label else message, EmptyMaskWarning, stacklevel=3)
+        return empty
 
-    def __call__(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
-        """Harmonize one image; returns the composite's type, dtype and size.
+    def _network_inputs(self, composite: torch.Tensor, mask: torch.Tensor):
+        """(composite, alpha) on the model's device and their ``resolution`` x ``resolution`` copies."""
+        comp = composite.to(self.device, torch.float32)
+        alpha = mask.to(self.device, torch.float32).clamp(0, 1)
+        low = (self.resolution, self.resolution)
+        return comp, alpha, resize(comp, low), resize(alpha, low).clamp(0, 1)
 
-        composite: PIL image (any mode; returns RGB), numpy array H x W x 3 (uint8 or float in
-        [0, 1]) or torch tensor [3, H, W] / [B, 3, H, W] (float in [0, 1]).
-        mask: PIL image, numpy array H x W (x 1) (bool, uint8, uint16 or float in [0, 1]) or
-        tensor [H, W] / [1, H, W] / [B, 1, H, W]; soft values act as alpha.
-        threshold: if given, the mask becomes binary (foreground where mask >= threshold).
-        resize_mask: resize a mask of another size to the composite's instead of failing.
+    def _full_resolution(self, comp, alpha, low_comp, low_out, low_alpha) -> torch.Tensor:
+        """The network output carried to the input's own size (itself if that is the network's)."""
+        if comp.shape[-2:] == low_out.shape[-2:]:
+            return low_out
+        return transfer_to_full_resolution(comp, alpha, low_comp, low_out, low_alpha)
+
+    def to_tensors(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
+        """Validate and convert one :meth:`__call__` input: (composite [B,3,H,W], mask [B,1,H,W], restore).
+
+        ``restore`` turns a result tensor back into the composite's type (see :meth:`__call__`).
         """
         comp, restore = _composite_to_tensor(composite)
         alpha = _mask_to_tensor(mask, comp.shape[0])
@@ -140,7 +187,47 @@ class Harmonizer:
             if not 0 < threshold <= 1:
                 raise GknetError(f"threshold must be in (0, 1], got {threshold}")
             alpha = (alpha >= threshold).to(alpha.dtype)
-        return restore(self.harmonize_tensor(comp, alpha.to(comp.device)))
+        return comp, alpha.to(comp.device), restore
+
+    def __call__(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
+        """Harmonize one image; returns the composite's type, dtype and size.
+
+        composite: PIL image (any mode; returns RGB), numpy array H x W x 3 (uint8 or float in
+        [0, 1]) or torch tensor [3, H, W] / [B, 3, H, W] (float in [0, 1]).
+        mask: PIL image, numpy array H x W (x 1) (bool, uint8, uint16 or float in [0, 1]) or
+        tensor [H, W] / [1, H, W] / [B, 1, H, W]; soft values act as alpha.
+        threshold: if given, the mask becomes binary (foreground where mask >= threshold).
+        resize_mask: resize a mask of another size to the composite's instead of failing.
+        """
+        comp, alpha, restore = self.to_tensors(composite, mask, threshold=threshold, resize_mask=resize_mask)
+        return restore(self.harmonize_tensor(comp, alpha))
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise GknetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def _onnxruntime_model(source, device):
+    from gknet.evaluate import resolve_device
+    from gknet.onnx_backend import OnnxRuntimeModel
+
+    if not isinstance(device, torch.device):
+        device = resolve_device(str(device))
+    return OnnxRuntimeModel(source, device)
+
+
+def _on_backend(model: torch.nn.Module, backend: str, device) -> torch.nn.Module:
+    """``model`` itself, or its ONNX export in ONNX Runtime for backend 'onnxruntime'."""
+    if backend != "onnxruntime":
+        return model
+    from gknet.onnx_backend import export_onnx
+
+    return _onnxruntime_model(export_onnx(model.cpu()), device)
 
 
 def _describe(x) -> str:

@@ -17,6 +17,11 @@ That is about 2x the feature map (the products are accumulated in place with ``a
 against (N*N + 1)x for unfold. Training saves only F and K, which exist anyway; the
 backward pass writes dK once and accumulates dF in one padded buffer. ``chunk_rows``
 processes bands of output rows (inference at high resolution).
+
+Under ONNX export (``torch.onnx.is_in_onnx_export()``) the same sum is written with plain
+out-of-place slices, multiplications and additions (:func:`_forward_plain`): no custom
+autograd Function, no ``out=`` or in-place writes, and slice bounds that follow the
+exported graph's dynamic height and width.
 """
 
 from __future__ import annotations
@@ -61,6 +66,18 @@ def _forward(features: torch.Tensor, kernels: torch.Tensor, n: int, chunk_rows: 
     return out
 
 
+def _forward_plain(features: torch.Tensor, kernels: torch.Tensor, n: int) -> torch.Tensor:
+    """The sum of :func:`_forward` in the same order, out of place (what ONNX export traces)."""
+    r = n // 2
+    h, w = features.shape[-2:]
+    padded = F.pad(features, (r, r, r, r))
+    out = kernels[:, :, 0] * padded[:, :, :h, :w]
+    for k in range(1, n * n):
+        dy, dx = divmod(k, n)
+        out = out + kernels[:, :, k] * padded[:, :, dy : dy + h, dx : dx + w]
+    return out
+
+
 class _KernelModulation(torch.autograd.Function):
     """Explicit backward: autograd through N*N slices would allocate and zero-fill a full-size
     gradient buffer per slice (N*N times the kernels' size); here each gradient is written once."""
@@ -102,6 +119,8 @@ def kernel_modulation(
     ``chunk_rows``: if set, compute the output in bands of this many rows (same result).
     """
     n = _check(features, kernels)
+    if torch.onnx.is_in_onnx_export():
+        return _forward_plain(features, kernels, n)
     if torch.is_grad_enabled() and (features.requires_grad or kernels.requires_grad):
         return _KernelModulation.apply(features, kernels, n, chunk_rows)
     return _forward(features, kernels, n, chunk_rows)

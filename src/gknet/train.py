@@ -468,18 +468,25 @@ def config_from_checkpoint(path: str | Path) -> tuple[Config, str | None]:
     return _stored_config(state, path), state["config_name"]
 
 
-def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
-    """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
-    from gknet.checkpoint import save_release
+def checkpoint_model(checkpoint: str | Path):
+    """(model in eval mode, its Config, the loaded state) of a training checkpoint."""
     from gknet.models import build_model
 
-    output = Path(output).with_suffix(".safetensors")
-    if not overwrite and (output.exists() or output.with_suffix(".json").exists()):
-        raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
     state = load_state(checkpoint)
     cfg = _stored_config(state, checkpoint)
     model = build_model(cfg.model)
     model.load_state_dict(state["model"])
+    return model.eval(), cfg, state
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
+    from gknet.checkpoint import save_release
+
+    output = Path(output).with_suffix(".safetensors")
+    if not overwrite and (output.exists() or output.with_suffix(".json").exists()):
+        raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
+    model, cfg, state = checkpoint_model(checkpoint)
     meta = {
         "step": state["step"],
         "epoch": state["epoch"],

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     data.add_argument("--composites", metavar="DIR", help="folder of composites (paired by file stem)")
     data.add_argument("--masks", metavar="DIR", help="folder of foreground masks")
     data.add_argument("--targets", metavar="DIR", help="folder of ground-truth images")
-    method = p.add_mutually_exclusive_group(required=True)
+    method = p.add_mutually_exclusive_group()
     method.add_argument("--weights", metavar="PATH", help="release .safetensors file, or 'default'")
     method.add_argument("--baseline", metavar="NAME", help="composite, reinhard or histogram")
     p.add_argument("--limit", type=int, metavar="K", help="evaluate only the first K images of each subset")
@@ -41,6 +41,20 @@ def register(subparsers) -> None:
         help="PSNR peak: 255 (default) or the target's maximum, as iDIH's code computes it",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    split = p.add_argument_group("several processes (see docs/evaluation.md)")
+    split.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="evaluate only the K-th of N slices of the samples, into OUT/shard-K-of-N "
+        "(default under torchrun: RANK+1/WORLD_SIZE)",
+    )
+    split.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="merge the outputs of shards 1..N (their folders, or a folder holding shard-K-of-N "
+        "folders) into --out; nothing is evaluated",
+    )
     p.set_defaults(func=run)
 
 
@@ -72,28 +86,29 @@ def _dataset(args: argparse.Namespace):
     return dataset, source
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _merge(args: argparse.Namespace) -> int:
+    from gknet.errors import GknetError
+    from gknet.evaluate import write_outputs
+    from gknet.evaluate_shards import merge_shards
 
-    from gknet.evaluate import evaluate, load_method, resolve_device, write_outputs
+    options = {
+        "--data-root": args.data_root,
+        "--composites": args.composites,
+        "--weights": args.weights,
+        "--baseline": args.baseline,
+        "--shard": args.shard,
+    }
+    given = [flag for flag, value in options.items() if value]
+    if given:
+        raise GknetError(f"--merge only reads finished shards; it does not take {', '.join(given)}")
+    if not args.out:
+        raise GknetError("--merge needs --out DIR for the merged results")
+    run = merge_shards(args.merge)
+    return _report(run, write_outputs(run, args.out))
 
-    device = resolve_device(args.device)
-    dataset, source = _dataset(args)
-    method, name = load_method(args.baseline, args.weights, device)
-    out = Path(args.out) if args.out else Path("outputs") / "evaluate" / name
-    run = evaluate(
-        method,
-        dataset,
-        name,
-        batch_size=args.batch_size,
-        device=device,
-        psnr_peak=args.psnr_peak,
-        workers=args.workers,
-        source=source,
-        progress=not args.no_progress,
-    )
+
+def _report(run, files: dict) -> int:
     results = run.results()
-    files = write_outputs(run, out)
     for label, group in [*results["subsets"].items(), ("ALL", results["all"])]:
         if group["n"]:
             print(
@@ -107,3 +122,40 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {failure['path']}: {failure['error']}")
         return 1
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gknet.errors import GknetError
+    from gknet.evaluate import evaluate, load_method, resolve_device, write_outputs
+    from gknet.evaluate_shards import shard_samples
+    from gknet.shard import rank_device, resolve_shard
+
+    if args.merge:
+        return _merge(args)
+    if not (args.weights or args.baseline):
+        raise GknetError("choose a method: --weights PATH or --baseline NAME (or --merge DIR...)")
+    shard = resolve_shard(args.shard)
+    device = rank_device(resolve_device(args.device))
+    dataset, source = _dataset(args)
+    record = None
+    if shard is not None:
+        dataset, record = shard_samples(dataset, shard)
+    method, name = load_method(args.baseline, args.weights, device)
+    out = Path(args.out) if args.out else Path("outputs") / "evaluate" / name
+    if shard is not None:
+        out = out / shard.name
+    run = evaluate(
+        method,
+        dataset,
+        name,
+        batch_size=args.batch_size,
+        device=device,
+        psnr_peak=args.psnr_peak,
+        workers=args.workers,
+        source=source,
+        progress=not args.no_progress,
+    )
+    run.shard = record
+    return _report(run, write_outputs(run, out))

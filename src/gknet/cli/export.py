@@ -1,4 +1,4 @@
-"""``gknet export``: turn a training checkpoint into release weights (.safetensors + .json)."""
+"""``gknet export``: release weights from a training checkpoint, and ONNX exports."""
 
 from __future__ import annotations
 
@@ -8,21 +8,65 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
-        help="write release weights from a training checkpoint",
+        help="write release weights from a training checkpoint, or an ONNX model",
         description=(
-            "Write the model weights of a training checkpoint as OUT.safetensors plus OUT.json "
-            "(model config and metadata: step, epoch, validation metrics, config name)."
+            "Write the model weights of a training checkpoint CKPT as OUT.safetensors plus OUT.json "
+            "(model config and metadata: step, epoch, validation metrics, config name), and/or the "
+            "model as ONNX (--onnx; dynamic batch, height and width; needs pip install 'gknet[onnx]'). "
+            "Without CKPT, --onnx exports the release weights given by --weights."
         ),
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="training checkpoint, e.g. runs/NAME/ckpt/best.pt")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="release weights file")
+    p.add_argument(
+        "checkpoint", nargs="?", metavar="CKPT", help="training checkpoint, e.g. runs/NAME/ckpt/best.pt"
+    )
+    p.add_argument("-o", "--output", metavar="OUT.safetensors", help="release weights file (needs CKPT)")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="also (or only) write the model as ONNX")
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="with --onnx and no CKPT: release .safetensors to export (default: the shipped weights)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=run)
 
 
+def _onnx_source(args: argparse.Namespace):
+    """The model to export to ONNX: the checkpoint's, or the release weights of --weights."""
+    from gknet.checkpoint import load_release, weights_path
+    from gknet.errors import GknetError
+    from gknet.train import checkpoint_model
+
+    if args.checkpoint:
+        return checkpoint_model(args.checkpoint)[0]
+    path = weights_path(args.weights or "default")
+    if not path.exists():
+        raise GknetError(f"weights file not found: {path}")
+    return load_release(path)[0]
+
+
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gknet.errors import GknetError
     from gknet.train import export_checkpoint
 
-    path = export_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite)
-    print(f"wrote {path} and {path.with_suffix('.json')}")
+    if not (args.output or args.onnx):
+        raise GknetError("nothing to write: give -o OUT.safetensors and/or --onnx OUT.onnx")
+    if args.output and not args.checkpoint:
+        raise GknetError("-o OUT.safetensors needs a training checkpoint CKPT")
+    if args.checkpoint and args.weights:
+        raise GknetError("give either CKPT or --weights, not both")
+    onnx = Path(args.onnx) if args.onnx else None
+    if onnx is not None:
+        if onnx.suffix.lower() != ".onnx":
+            raise GknetError(f"--onnx output must end in .onnx, got {onnx}")
+        if onnx.exists() and not args.overwrite:
+            raise GknetError(f"output exists: {onnx} (pass --overwrite to replace it)")
+    if args.output:
+        release = export_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite)
+        print(f"wrote {release} and {release.with_suffix('.json')}")
+    if onnx is not None:
+        from gknet.onnx_backend import export_onnx
+
+        print(f"wrote {export_onnx(_onnx_source(args).cpu(), onnx)}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 PROG = "gknet harmonize"
 COMPARE_SUFFIX = "_compare.jpg"
+BATCH_PIXELS = 2**22  # a folder-mode batch closes at this many full-size pixels (memory bound)
 
 
 def register(subparsers) -> None:
@@ -46,6 +47,18 @@ def register(subparsers) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (folder mode)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="folder mode: images per network pass (default: 8)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="folder mode: threads reading and writing files (default: 2)"
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="folder mode: harmonize only the K-th of N slices of the sorted inputs (default under "
+        "torchrun: RANK+1/WORLD_SIZE)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,20 +81,41 @@ def _check_output(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
     check_output_path(out, overwrite)
 
 
-def _harmonize_file(harmonizer, composite: Path, mask: Path, out: Path, args: argparse.Namespace) -> None:
-    from gknet.data.imageio import load_mask, load_rgb, save_image_atomic
-    from gknet.harmonizer import comparison_image
+def _load(job: tuple, harmonizer, args: argparse.Namespace) -> dict:
+    """Check the outputs, read and convert one (composite, mask, out) job (a worker thread's part)."""
+    from gknet.data.imageio import load_mask, load_rgb
 
+    composite, mask, out = job
     compare = out.with_name(out.stem + COMPARE_SUFFIX) if args.compare else None
     for path in (out, compare) if compare else (out,):
         _check_output(path, (composite, mask), args.overwrite)
     image, alpha = load_rgb(composite), load_mask(mask)
-    result = harmonizer(image, alpha, threshold=args.threshold, resize_mask=args.resize_mask)
-    save_image_atomic(result, out, overwrite=args.overwrite)
-    if compare:
+    tensors = harmonizer.to_tensors(image, alpha, threshold=args.threshold, resize_mask=args.resize_mask)
+    return {"name": composite.name, "image": image, "alpha": alpha, "tensors": tensors, "compare": compare}
+
+
+def _compute(harmonizer, loaded: list[dict], folder_mode: bool) -> list[tuple[dict, object]]:
+    """One network pass for a batch of loaded jobs (the calling thread's part)."""
+    results = harmonizer.harmonize_tensors(
+        [item["tensors"][0] for item in loaded],
+        [item["tensors"][1] for item in loaded],
+        labels=[item["name"] for item in loaded] if folder_mode else None,  # warnings name the file
+    )
+    return list(zip(loaded, results, strict=True))
+
+
+def _save(job: tuple, computed: tuple[dict, object], args: argparse.Namespace) -> None:
+    from gknet.data.imageio import save_image_atomic
+    from gknet.harmonizer import comparison_image
+
+    item, tensor = computed
+    result = item["tensors"][2](tensor)
+    save_image_atomic(result, job[2], overwrite=args.overwrite)
+    if item["compare"]:
+        image, alpha = item["image"], item["alpha"]
         if alpha.size != image.size:
             alpha = alpha.resize(image.size)
-        save_image_atomic(comparison_image(image, result, alpha), compare, overwrite=args.overwrite)
+        save_image_atomic(comparison_image(image, result, alpha), item["compare"], overwrite=args.overwrite)
 
 
 @contextlib.contextmanager
@@ -100,38 +134,52 @@ def _warnings_as_lines(prefix: str = ""):
         yield
 
 
-def _harmonize_folder(harmonizer, args: argparse.Namespace) -> int:
+def _harmonize_folder(harmonizer, args: argparse.Namespace, shard) -> int:
     from tqdm import tqdm
 
     from gknet.data.folders import match_by_stem
     from gknet.errors import GknetError
+    from gknet.pipeline import run_batched
 
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise GknetError(f"output folder is a file: {outdir}")
     pairs = match_by_stem(args.composites, args.masks)
-    failed = [f"{path}: {message}" for path, message in pairs.unmatched]
+    jobs = [(c, m, outdir / f"{stem}{c.suffix.lower()}") for stem, (c, m) in pairs.matched.items()]
+    unmatched = pairs.unmatched
+    if shard is not None:  # a deterministic slice; the first shard reports the unmatched files
+        jobs, unmatched = shard.select(jobs), unmatched if shard.index == 1 else []
+    failed = [f"{path}: {message}" for path, message in unmatched]
     for line in failed:
         print(f"{PROG}: skipped {line}", file=sys.stderr)
     done = 0
-    bar = tqdm(pairs.matched.items(), desc="harmonize", unit="image", disable=args.no_progress)
-    for stem, (composite, mask) in bar:
-        try:
-            with _warnings_as_lines(prefix=f"{composite.name}: "):
-                _harmonize_file(
-                    harmonizer, composite, mask, outdir / f"{stem}{composite.suffix.lower()}", args
-                )
+    results = run_batched(
+        jobs,
+        lambda job: _load(job, harmonizer, args),
+        lambda loaded: _compute(harmonizer, loaded, folder_mode=True),
+        lambda job, computed: _save(job, computed, args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        batch_cost=lambda item: item["tensors"][0].shape[-1] * item["tensors"][0].shape[-2],
+        max_cost=BATCH_PIXELS,
+    )
+    bar = tqdm(results, total=len(jobs), desc="harmonize", unit="image", disable=args.no_progress)
+    for job, error in bar:
+        if error is None:
             done += 1
-        except GknetError as exc:
-            failed.append(f"{composite}: {exc}")
-            tqdm.write(f"{PROG}: error: {composite.name}: {exc}", file=sys.stderr)
-    print(f"{done} harmonized into {outdir}, {len(failed)} failed or skipped")
+        else:
+            failed.append(f"{job[0]}: {error}")
+            tqdm.write(f"{PROG}: error: {job[0].name}: {error}", file=sys.stderr)
+    where = f" (shard {shard.index} of {shard.count})" if shard is not None else ""
+    print(f"{done} harmonized into {outdir}{where}, {len(failed)} failed or skipped")
     return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
+    from gknet.evaluate import resolve_device
     from gknet.harmonizer import Harmonizer
+    from gknet.shard import rank_device, resolve_shard
 
     folder_mode = args.composites is not None or args.masks is not None
     if folder_mode and (args.composite or args.mask):
@@ -142,14 +190,19 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
+    shard = resolve_shard(args.shard)
+    if shard is not None and not folder_mode:
+        raise GknetError("--shard (or torchrun with several processes) needs --composites DIR --masks DIR")
+    device = rank_device(resolve_device(args.device))
     with _warnings_as_lines():
         if args.weights == "default":
-            harmonizer = Harmonizer.from_pretrained(args.resolution, args.device)
+            harmonizer = Harmonizer.from_pretrained(args.resolution, device)
         else:
-            harmonizer = Harmonizer.from_file(args.weights, args.resolution, args.device)
+            harmonizer = Harmonizer.from_file(args.weights, args.resolution, device)
         if folder_mode:
-            return _harmonize_folder(harmonizer, args)
-        composite, mask, out = Path(args.composite), Path(args.mask), Path(args.output)
-        _harmonize_file(harmonizer, composite, mask, out, args)
+            return _harmonize_folder(harmonizer, args, shard)
+        job = (Path(args.composite), Path(args.mask), Path(args.output))
+        _save(job, _compute(harmonizer, [_load(job, harmonizer, args)], folder_mode=False)[0], args)
+        out = job[2]
     print(f"wrote {out}" + (f" and {out.with_name(out.stem + COMPARE_SUFFIX)}" if args.compare else ""))
     return 0

@@ -22,12 +22,32 @@ def _upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def _pool_matrix(n, out, like: torch.Tensor) -> torch.Tensor:
+    """[out, n] rows averaging the bins of adaptive average pooling (``floor(i n / out)`` to ``ceil``)."""
+    i = torch.arange(out, device=like.device)
+    start, stop = (i * n) // out, ((i + 1) * n + out - 1) // out
+    j = torch.arange(n, device=like.device)
+    inside = (j[None] >= start[:, None]) & (j[None] < stop[:, None])
+    return inside.to(like.dtype) / (stop - start)[:, None].to(like.dtype)
+
+
+def pool_to_at_most(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d`` to (min(H, size), min(W, size)) as matrix products (exportable
+    with dynamic H, W; equal up to float rounding, and exactly ``x`` where H, W <= size)."""
+    h, w = x.shape[-2:]
+    rows = _pool_matrix(h, torch.sym_min(h, size), x)
+    cols = _pool_matrix(w, torch.sym_min(w, size), x)
+    return rows @ x @ cols.transpose(0, 1)
+
+
 class AttentionVector(nn.Module):
     """alpha in R^C: 3x3 conv, global average pooling, two-layer MLP (Sec. 3.2).
 
     The conv runs on the map average-pooled to at most POOLED x POOLED: its output is
     averaged away right after, so the coarse map gives nearly the same vector at a small
-    fraction of the cost of a full-resolution conv.
+    fraction of the cost of a full-resolution conv. ONNX export has no adaptive pooling for
+    inputs of dynamic size, so there the pooling is written as two averaging matrices
+    (:func:`pool_to_at_most`).
     """
 
     POOLED = 16
@@ -41,7 +61,9 @@ class AttentionVector(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if max(x.shape[-2:]) > self.POOLED:
+        if torch.onnx.is_in_onnx_export():
+            x = pool_to_at_most(x, self.POOLED)
+        elif max(x.shape[-2:]) > self.POOLED:
             x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], self.POOLED), min(x.shape[-1], self.POOLED)))
         return self.mlp(self.conv(x).mean(dim=(2, 3)))
 

@@ -1,0 +1,75 @@
+"""Splitting one job over many processes: ``--shard K/N``, or the shard torchrun assigns.
+
+Shard K of N (1 <= K <= N) takes the K-th of N contiguous, near-equal slices of the
+inputs in their deterministic order (folders: sorted by file stem; iHarmony4: the list
+files' order), so N processes started in any way (a scheduler's job array, torchrun, a
+shell loop) cover every input exactly once, and concatenating the shards' results in
+shard order gives the single-process order. Under ``torchrun`` (``RANK`` / ``WORLD_SIZE``
+set and more than one process), process RANK takes shard RANK + 1 of WORLD_SIZE and
+CUDA device ``LOCAL_RANK``; no process group is needed, the processes never communicate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from gknet.errors import GknetError
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based
+    count: int
+
+    def __post_init__(self):
+        if not 1 <= self.index <= self.count:
+            raise GknetError(f"shard must be K/N with 1 <= K <= N, got {self.index}/{self.count}")
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        """[start, stop) of this shard's slice of ``n`` inputs."""
+        return (self.index - 1) * n // self.count, self.index * n // self.count
+
+    def select(self, items: Sequence) -> list:
+        start, stop = self.bounds(len(items))
+        return list(items[start:stop])
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index}-of-{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"K/N"`` -> Shard(K, N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise GknetError(f"--shard must look like K/N (e.g. 1/4), got {text!r}")
+    return Shard(int(match[1]), int(match[2]))
+
+
+def torchrun_shard(env: Mapping[str, str] = os.environ) -> Shard | None:
+    """The shard of a process started by torchrun with more than one process, else None."""
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    except ValueError:
+        found = f"{env['RANK']!r} and {env['WORLD_SIZE']!r}"
+        raise GknetError(f"RANK and WORLD_SIZE must be integers, got {found}") from None
+    return Shard(rank + 1, world) if world > 1 else None
+
+
+def resolve_shard(option: str | None, env: Mapping[str, str] = os.environ) -> Shard | None:
+    """An explicit ``--shard K/N`` wins; otherwise torchrun's, if any."""
+    return parse_shard(option) if option else torchrun_shard(env)
+
+
+def rank_device(device: torch.device, env: Mapping[str, str] = os.environ) -> torch.device:
+    """Under torchrun, a CUDA device without an index becomes ``cuda:LOCAL_RANK``."""
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in env:
+        return torch.device("cuda", int(env["LOCAL_RANK"]))
+    return device
