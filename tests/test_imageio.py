@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gknet.data.imageio import load_mask, load_rgb, save_image_atomic, to_tensor_image
+from gknet.data.imageio import PNG_COMPRESS_LEVEL, load_mask, load_rgb, save_image_atomic, to_tensor_image
 from gknet.errors import GknetError
 
 RNG = np.random.default_rng(0)
@@ -176,3 +176,13 @@ def test_save_atomic_unwritable_or_bad_output(tmp_path):
     with pytest.raises(GknetError, match="directory"):
         save_image_atomic(Image.fromarray(RGB), tmp_path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_png_is_written_lossless_at_the_fast_compression_level(tmp_path):
+    smooth = np.repeat(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], 64, axis=0).repeat(3, axis=2)
+    img = Image.fromarray(smooth)
+    out = save_image_atomic(img, tmp_path / "out.png")
+    assert np.array_equal(np.asarray(Image.open(out)), smooth)
+    for level, name in ((PNG_COMPRESS_LEVEL, "fast.png"), (6, "default.png")):
+        img.save(tmp_path / name, compress_level=level)
+    assert out.read_bytes() == (tmp_path / "fast.png").read_bytes() != (tmp_path / "default.png").read_bytes()
