@@ -181,3 +181,57 @@ def test_comparison_image_panels_and_outline():
     third = arr[:, 2 * (W + gap) :]
     outline = (third == (255, 0, 255)).all(axis=2)
     assert outline[10, 30] and outline[34, 30] and not outline[20, 35] and not outline[0, 0]
+
+
+def _lalonde_tensors(names) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    from gknet.data.imageio import load_mask, load_rgb, to_tensor_image
+    from tests.conftest import require_shared
+
+    root = require_shared("data", "lalonde_composites")
+    comps = [to_tensor_image(load_rgb(root / "composites" / f"{n}.jpg"))[None] for n in names]
+    masks = [to_tensor_image(load_mask(root / "masks" / f"{n}.png"))[None] for n in names]
+    return comps, masks
+
+
+def test_batched_equals_one_at_a_time(harmonizer):
+    """Mixed sizes in one list (one needing no resize): one network pass, same results as one by one.
+
+    Not bit for bit: oneDNN picks its convolution algorithm by batch size, so sums may run in
+    another order (measured below 1e-6 in [0, 1] units; see docs/harmonize.md)."""
+    g = torch.Generator().manual_seed(2)
+    sizes = ((32, 32), (45, 70), (7, 90), (64, 48))
+    comps = [torch.rand(1, 3, h, w, generator=g) for h, w in sizes]
+    masks = [(torch.rand(1, 1, h, w, generator=g) > 0.4).float() for h, w in sizes]
+    calls = []
+    handle = harmonizer.model.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[0]))
+    try:
+        batched = harmonizer.harmonize_tensors(comps, masks)
+    finally:
+        handle.remove()
+    assert calls == [len(sizes)]  # one network pass for all four
+    for comp, mask, out in zip(comps, masks, batched, strict=True):
+        single = harmonizer.harmonize_tensor(comp, mask)
+        assert out.shape == comp.shape and (out - single).abs().max() <= 1e-6
+        assert torch.equal(out[mask.expand_as(out) == 0], comp[mask.expand_as(comp) == 0])
+
+
+def test_batched_equals_one_at_a_time_with_the_shipped_model_on_real_composites():
+    shipped = Harmonizer.from_pretrained()
+    comps, masks = _lalonde_tensors(("image_001084", "image_001900", "image_002020"))  # 256x256, 341x256
+    batched = shipped.harmonize_tensors(comps, masks)
+    worst = max(
+        float((out - shipped.harmonize_tensor(c, m)).abs().max())
+        for c, m, out in zip(comps, masks, batched, strict=True)
+    )
+    assert worst <= 1e-6, worst
+
+
+def test_batch_with_an_empty_mask_names_it_and_returns_it_unchanged(harmonizer):
+    comps = [torch.rand(1, 3, H, W) for _ in range(3)]
+    masks = [torch.ones(1, 1, H, W), torch.zeros(1, 1, H, W), torch.ones(1, 1, H, W)]
+    with pytest.warns(EmptyMaskWarning, match="^b.png: the mask is empty"):
+        out = harmonizer.harmonize_tensors(comps, masks, labels=["a.png", "b.png", "c.png"])
+    assert torch.equal(out[1], comps[1]) and not torch.equal(out[0], comps[0])
+    with pytest.raises(GknetError, match="2 composites, 1 masks"):
+        harmonizer.harmonize_tensors(comps[:2], masks[:1])
+    assert harmonizer.harmonize_tensors([], []) == []

@@ -8,8 +8,8 @@ three stages really run at the same time.
 
 A :class:`~gknet.errors.GknetError` raised for one item fails that item only; a batch whose
 computation fails is retried one item at a time so that one bad input does not take its
-batch with it. Memory stays bounded: at most ``batch_size + workers`` loaded items and
-``workers`` pending saves exist at once.
+batch with it. Memory stays bounded: at most ``batch_size + max(workers, 1)`` loaded items
+and ``workers`` pending saves exist at once.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def run_batched(
 ) -> Iterator[tuple[Any, GknetError | None]]:
     """Yield ``(item, error or None)`` for every item, in input order, once it is saved (or failed).
 
-    ``load(item)`` and ``save(item, result)`` run in ``workers`` threads (0: in this thread,
-    strictly one item after another); ``compute(loaded_list)`` returns one result per
+    ``load(item)`` and ``save(item, result)`` run in ``workers`` threads (0: everything runs
+    in this thread, nothing overlaps); ``compute(loaded_list)`` returns one result per
     loaded value. A batch closes at ``batch_size`` items or once the ``batch_cost`` of its
     loaded values (e.g. their pixels) reaches ``max_cost``.
     """
@@ -72,17 +72,18 @@ def run_batched(
 
         fill()
         while loads:
-            batch, cost = [], 0.0
+            entries, batch, cost = [], [], 0.0  # entries: every item of the batch, failed loads included
             while loads and len(batch) < batch_size and cost < max_cost:
                 item, job = loads.popleft()
                 error = _error_of(job)
+                entries.append((item, error))
                 if error is None:
                     batch.append((item, job.result()))
                     cost += batch_cost(batch[-1][1]) if batch_cost else 0.0
-                else:
-                    saves.append((item, error))
                 fill()
-            for item, result in _compute(compute, batch):
+            computed = iter(_compute(compute, batch))
+            for item, error in entries:
+                result = error or next(computed)[1]
                 saves.append((item, result if isinstance(result, GknetError) else submit(save, item, result)))
             yield from finished(workers)
         yield from finished(0)
