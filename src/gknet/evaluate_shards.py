@@ -2,10 +2,13 @@
 
 Shard K of N evaluates the K-th contiguous slice of the samples (:mod:`gknet.shard`) and
 reports the dataset's listing problems only in shard 1, so the shards' per-image rows and
-failures, concatenated in shard order, are exactly those of a single-process run in the
-same order; :func:`merge_shards` recomputes every aggregate from them, which makes the
-merged results.json, per_image.csv and report.md equal to a single-process run's
-(``seconds`` becomes the sum of the shards' times).
+failures, concatenated in shard order, are those of a single-process run in the same
+order; :func:`merge_shards` recomputes every aggregate from them, so the merged
+results.json, per_image.csv and report.md equal a single-process run's (``seconds``
+becomes the sum of the shards' times). The slices start at multiples of the batch size:
+each image is then scored in the same batch as in one process (a batch's sums may be
+ordered by its size), and with the same number of threads every number is bit for bit
+the same.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from gknet.shard import Shard
 TEXT_COLUMNS = ("subset", "name", "fg_bucket")  # per_image.csv columns that are not numbers
 
 
-def shard_samples(samples: SampleDataset, shard: Shard) -> tuple[SampleDataset, dict]:
+def shard_samples(samples: SampleDataset, shard: Shard, batch_size: int) -> tuple[SampleDataset, dict]:
     """(this shard's samples, the ``shard`` record its results.json carries)."""
-    start, stop = shard.bounds(len(samples))
+    start, stop = shard.bounds(len(samples), unit=batch_size)
     problems = samples.problems if shard.index == 1 else []
     record = {"index": shard.index, "count": shard.count, "samples": stop - start}
     record["total_samples"] = len(samples)

@@ -4,9 +4,12 @@ Shard K of N (1 <= K <= N) takes the K-th of N contiguous, near-equal slices of 
 inputs in their deterministic order (folders: sorted by file stem; iHarmony4: the list
 files' order), so N processes started in any way (a scheduler's job array, torchrun, a
 shell loop) cover every input exactly once, and concatenating the shards' results in
-shard order gives the single-process order. Under ``torchrun`` (``RANK`` / ``WORLD_SIZE``
-set and more than one process), process RANK takes shard RANK + 1 of WORLD_SIZE and
-CUDA device ``LOCAL_RANK``; no process group is needed, the processes never communicate.
+shard order gives the single-process order. Slices can be made to start at multiples of
+a unit (evaluation: its batch size, so batches are the single-process run's).
+
+Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set and more than one process), process RANK
+takes shard RANK + 1 of WORLD_SIZE and CUDA device ``LOCAL_RANK``; no process group is
+needed, the processes never communicate.
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ class Shard:
         if not 1 <= self.index <= self.count:
             raise GknetError(f"shard must be K/N with 1 <= K <= N, got {self.index}/{self.count}")
 
-    def bounds(self, n: int) -> tuple[int, int]:
-        """[start, stop) of this shard's slice of ``n`` inputs."""
-        return (self.index - 1) * n // self.count, self.index * n // self.count
+    def bounds(self, n: int, unit: int = 1) -> tuple[int, int]:
+        """[start, stop) of this shard's slice of ``n`` inputs; ``unit``: slices start at its multiples."""
+        if unit < 1:
+            raise GknetError(f"shard unit must be >= 1, got {unit}")
+        units = -(-n // unit)
+        start, stop = ((self.index - 1) * units // self.count, self.index * units // self.count)
+        return min(start * unit, n), min(stop * unit, n)
 
-    def select(self, items: Sequence) -> list:
-        start, stop = self.bounds(len(items))
+    def select(self, items: Sequence, unit: int = 1) -> list:
+        start, stop = self.bounds(len(items), unit)
         return list(items[start:stop])
 
     @property

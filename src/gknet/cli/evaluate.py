@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     dataset, source = _dataset(args)
     record = None
     if shard is not None:
-        dataset, record = shard_samples(dataset, shard)
+        dataset, record = shard_samples(dataset, shard, args.batch_size)
     method, name = load_method(args.baseline, args.weights, device)
     out = Path(args.out) if args.out else Path("outputs") / "evaluate" / name
     if shard is not None:
