@@ -228,3 +228,30 @@ def test_default_weights_missing_warns_loudly(capsys, monkeypatch, pair, tmp_pat
     monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "none.safetensors")
     code, _, err = harmonize(capsys, "default", *pair, "-o", tmp_path / "o.png")
     assert code == 0 and "gknet harmonize: warning: " in err and "RANDOMLY INITIALISED" in err
+
+
+def test_folder_mode_batched_and_threaded_equals_one_at_a_time(capsys, weights, tmp_path):
+    """Batches of 4 with 2 I/O threads against one image at a time in one thread (the old loop).
+
+    Float results agree to 1e-6 (tests/test_harmonizer.py); after rounding to 8 bits a value
+    can land on the other side of .5, so at most a level in very few pixels may differ."""
+    src = require_shared("data", "lalonde_composites")
+    names = sorted(p.stem for p in (src / "composites").glob("*.jpg"))[:10]
+    comps, masks = tmp_path / "c", tmp_path / "m"
+    comps.mkdir(), masks.mkdir()
+    for name in names:  # PNG outputs: no JPEG re-encoding between the two runs' pixels
+        load_rgb(src / "composites" / f"{name}.jpg").save(comps / f"{name}.png")
+        shutil.copy(src / "masks" / f"{name}.png", masks)
+    runs = {"one": ["--batch-size", "1", "--workers", "0"]}
+    runs["batched"] = ["--batch-size", "4", "--workers", "2"]
+    for label, options in runs.items():
+        code, stdout, _ = harmonize(
+            capsys, weights, "--composites", comps, "--masks", masks, "-o", tmp_path / label, *options
+        )
+        assert code == 0 and f"{len(names)} harmonized" in stdout
+    differing = total = 0
+    for name in names:
+        one, batched = (np.asarray(Image.open(tmp_path / d / f"{name}.png"), np.int16) for d in runs)
+        assert one.shape == batched.shape and np.abs(one - batched).max() <= 1
+        differing, total = differing + int((one != batched).sum()), total + one.size
+    assert differing <= 1e-4 * total, (differing, total)

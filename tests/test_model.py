@@ -7,7 +7,7 @@ from gknet.config import load_config
 from gknet.models import build_model
 from gknet.models.kpb import KPBlock
 from gknet.models.lre import LRE, sinusoidal_2d
-from gknet.models.scf import SCF, ConcatFusion
+from gknet.models.scf import SCF, ConcatFusion, pool_to_at_most
 from tests.conftest import tiny_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -50,6 +50,16 @@ def test_scf_matches_equations():
     )
     torch.testing.assert_close(fused, w["s_e"][:, :, None, None] * scf.conv_e(f_e) + up)
     assert ((w["s_e"] > 0) & (w["s_e"] < 1)).all()
+
+
+@pytest.mark.parametrize("h,w", [(5, 7), (16, 16), (17, 40), (32, 33), (100, 64)])
+def test_pool_to_at_most_is_adaptive_average_pooling(h, w):
+    """The matrix form SCF's attention vectors use under ONNX export."""
+    x = torch.randn(2, 3, h, w)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, (min(h, 16), min(w, 16)))
+    torch.testing.assert_close(pool_to_at_most(x, 16), expected, atol=1e-6, rtol=1e-5)
+    if max(h, w) <= 16:
+        assert torch.equal(pool_to_at_most(x, 16), x)
 
 
 def test_concat_fusion_and_kpb_shapes():

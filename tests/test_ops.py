@@ -1,3 +1,5 @@
+from unittest import mock
+
 import pytest
 import torch
 
@@ -28,6 +30,8 @@ def test_matches_naive_loop(n, h, w):
     torch.testing.assert_close(kernel_modulation(f, k), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(kernel_modulation(f, k, chunk_rows=2), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(kernel_modulation_unfold(f, k), expected, atol=1e-5, rtol=1e-5)
+    with mock.patch("torch.onnx.is_in_onnx_export", return_value=True):  # the plain-op form export traces
+        torch.testing.assert_close(kernel_modulation(f, k), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_index_zero_is_top_left_neighbour():
