@@ -173,8 +173,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
 
 
-def _not_measured(section: dict) -> list[str]:
-    return [f"- not measured: {section.get('skipped') or section.get('error') or 'not in this run'}", ""]
+def _heading(title: str, section: dict, measured: bool) -> list[str]:
+    """A section's heading, followed by why nothing is in it when nothing was measured."""
+    reason = section.get("skipped") or section.get("error") or "not in this run"
+    return [f"## {title}", ""] + ([] if measured else [f"- not measured: {reason}", ""])
 
 
 def _header(results: dict) -> list[str]:
@@ -279,12 +281,9 @@ def _model_sections(results: dict) -> list[str]:
     )
 
 
-def _fullres_section(results: dict) -> list[str]:
+def _fullres_body(results: dict) -> list[str]:
     full, e2e = results["fullres"], results["end_to_end"]
-    lines = ["## Full-resolution harmonization (Harmonizer, PIL in, PIL out)", ""]
-    if "median_s" not in full:
-        return lines + _not_measured(full)
-    lines += [
+    lines = [
         f"- {full['image']}: {full['width']}x{full['height']} ({full['megapixels']:.1f} MP), weights: "
         f"{full['weights']}, network at {full['resolution']}x{full['resolution']}",
         f"- time: {full['median_s']:.2f} s median of {full['runs']} (no file decoding or encoding)",
@@ -319,12 +318,9 @@ def _fullres_section(results: dict) -> list[str]:
     return lines + _table(["step", "what", "seconds"], rows)
 
 
-def _onnx_section(results: dict) -> list[str]:
+def _onnx_body(results: dict) -> list[str]:
     onnx = results["onnx"]
-    lines = ["## ONNX Runtime vs torch", ""]
-    if "torch_256" not in onnx:
-        return lines + _not_measured(onnx)
-    lines += [
+    lines = [
         f"Weights: {onnx['weights']}; export {onnx['export_s']:.1f} s, {onnx['onnx_mib']:.1f} MiB; "
         f"largest output difference at 256 px: {onnx['max_abs_diff_256']:.1e}.",
         "",
@@ -343,12 +339,9 @@ def _onnx_section(results: dict) -> list[str]:
     return lines + _table(["item", "torch ms", "ONNX Runtime ms", "ONNX Runtime faster"], rows)
 
 
-def _folder_section(results: dict) -> list[str]:
-    lines = ["## Folder mode (`gknet harmonize --composites DIR --masks DIR`)", ""]
+def _folder_body(results: dict) -> list[str]:
     rows = results["ratios"]["folder_vs_one_at_a_time"]
-    if not rows:
-        return lines + _not_measured(results["folder"])
-    lines += ["Whole run in one process (weights loading included, interpreter start-up not).", ""]
+    lines = ["Whole run in one process (weights loading included, interpreter start-up not).", ""]
     return lines + _table(
         ["configuration", "batch size", "I/O threads", "images", "seconds", "images/s", "vs one at a time"],
         [
@@ -366,9 +359,29 @@ def _folder_section(results: dict) -> list[str]:
     )
 
 
+# (heading, results key, whether it was measured, its body)
+OPTIONAL_SECTIONS = (
+    (
+        "Full-resolution harmonization (Harmonizer, PIL in, PIL out)",
+        "fullres",
+        lambda results: "median_s" in results["fullres"],
+        _fullres_body,
+    ),
+    ("ONNX Runtime vs torch", "onnx", lambda results: "torch_256" in results["onnx"], _onnx_body),
+    (
+        "Folder mode (`gknet harmonize --composites DIR --masks DIR`)",
+        "folder",
+        lambda results: bool(results["ratios"]["folder_vs_one_at_a_time"]),
+        _folder_body,
+    ),
+)
+
+
 def render_markdown(results: dict) -> str:
-    lines = _header(results) + _model_sections(results) + _fullres_section(results)
-    lines += _onnx_section(results) + _folder_section(results)
+    lines = _header(results) + _model_sections(results)
+    for title, key, measured, body in OPTIONAL_SECTIONS:
+        done = measured(results)
+        lines += _heading(title, results[key], done) + (body(results) if done else [])
     lines += ["## Cost against image size", "", f"![time vs megapixels]({PLOT_NAME})", ""]
     return "\n".join(lines)
 
