@@ -119,14 +119,16 @@ def _save(job: tuple, computed: tuple[dict, object], args: argparse.Namespace) -
 
 
 @contextlib.contextmanager
-def _warnings_as_lines(prefix: str = ""):
-    """Show every warning (untrained model, empty mask) as one plain line, repeats included."""
+def _warnings_as_lines():
+    """Show every warning (untrained model, empty mask) as one plain line, repeats included.
+
+    Set once for the whole run: warnings.catch_warnings is process-wide, not per thread."""
     import warnings
 
     from tqdm import tqdm
 
     def show(message, *_args, **_kwargs):
-        tqdm.write(f"{PROG}: warning: {prefix}{message}", file=sys.stderr)
+        tqdm.write(f"{PROG}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -190,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
+    if args.batch_size < 1 or args.workers < 0:
+        given = f"{args.batch_size} and {args.workers}"
+        raise GknetError(f"need --batch-size >= 1 and --workers >= 0, got {given}")
     shard = resolve_shard(args.shard)
     if shard is not None and not folder_mode:
         raise GknetError("--shard (or torchrun with several processes) needs --composites DIR --masks DIR")
