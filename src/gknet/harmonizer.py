@@ -68,9 +68,10 @@ class Harmonizer:
         if Path(path).suffix.lower() == ".onnx":
             if backend == "torch":
                 raise GknetError(f"{path} is an ONNX model: it runs with backend 'onnxruntime', not 'torch'")
-            return cls(_onnxruntime_model(Path(path), device), resolution, device)
-        model, _cfg, _meta = load_release(path)
-        return cls(_on_backend(model, backend, device), resolution, device)
+            model, device = _on_backend(Path(path), "onnxruntime", device)
+            return cls(model, resolution, device)
+        model, device = _on_backend(load_release(path)[0], backend, device)
+        return cls(model, resolution, device)
 
     @classmethod
     def from_pretrained(
@@ -100,7 +101,8 @@ class Harmonizer:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = build_model(ModelConfig())
-        return cls(_on_backend(model, backend, device), resolution, device)
+        model, device = _on_backend(model, backend, device)
+        return cls(model, resolution, device)
 
     def harmonize_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """composite [B, 3, H, W] float in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B, 3, H, W].
@@ -212,22 +214,16 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-def _onnxruntime_model(source, device):
-    from gknet.evaluate import resolve_device
-    from gknet.onnx_backend import OnnxRuntimeModel
-
-    if not isinstance(device, torch.device):
-        device = resolve_device(str(device))
-    return OnnxRuntimeModel(source, device)
-
-
-def _on_backend(model: torch.nn.Module, backend: str, device) -> torch.nn.Module:
-    """``model`` itself, or its ONNX export in ONNX Runtime for backend 'onnxruntime'."""
+def _on_backend(model, backend: str, device):
+    """(model to wrap, device) for ``backend``: a torch model as it is, or ONNX Runtime running
+    an .onnx file or the torch model exported in memory (on the device ONNX Runtime can use)."""
     if backend != "onnxruntime":
-        return model
-    from gknet.onnx_backend import export_onnx
+        return model, device
+    from gknet.onnx_backend import OnnxRuntimeModel, export_onnx
 
-    return _onnxruntime_model(export_onnx(model.cpu()), device)
+    source = export_onnx(model.cpu()) if isinstance(model, torch.nn.Module) else model
+    runtime = OnnxRuntimeModel(source, device)
+    return runtime, runtime.device
 
 
 def _describe(x) -> str:

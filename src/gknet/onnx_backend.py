@@ -63,7 +63,8 @@ def export_onnx(model: torch.nn.Module, path: str | Path | None = None) -> bytes
 
     model = model.eval()
     device = next(model.parameters()).device
-    composite = torch.rand(2, 3, EXAMPLE_SIZE, EXAMPLE_SIZE, device=device)
+    generator = torch.Generator(device).manual_seed(0)  # leaves the global random state alone
+    composite = torch.rand(2, 3, EXAMPLE_SIZE, EXAMPLE_SIZE, device=device, generator=generator)
     mask = torch.zeros(2, 1, EXAMPLE_SIZE, EXAMPLE_SIZE, device=device)
     mask[..., EXAMPLE_SIZE // 4 : EXAMPLE_SIZE // 2, :] = 1
     dims = {0: Dim("batch"), 2: Dim("height"), 3: Dim("width")}
@@ -94,17 +95,23 @@ def export_onnx(model: torch.nn.Module, path: str | Path | None = None) -> bytes
 class OnnxRuntimeModel(torch.nn.Module):
     """An exported GKNet run by ONNX Runtime; ``model(composite, mask)`` like the torch model.
 
-    ``source``: an .onnx file or its bytes. Runs on the CPU, or on CUDA where
-    onnxruntime-gpu provides it; uses torch's number of CPU threads.
+    ``source``: an .onnx file or its bytes. ``device``: ``cpu``, ``cuda[:N]`` (needs
+    onnxruntime-gpu) or ``auto`` (CUDA where both torch and onnxruntime have it). Uses torch's
+    number of CPU threads.
     """
 
     def __init__(self, source: str | Path | bytes, device: torch.device | str = "cpu"):
         super().__init__()
+        from gknet.evaluate import resolve_device
+
         ort = _require("onnxruntime")
-        device = torch.device(device)
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        if str(device) == "auto":  # CUDA only where both torch and onnxruntime have it
+            device = "cuda" if has_cuda and torch.cuda.is_available() else "cpu"
+        device = device if isinstance(device, torch.device) else resolve_device(str(device))
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
+            if not has_cuda:
                 raise GknetError("this onnxruntime has no CUDA provider: use --device cpu or onnxruntime-gpu")
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         options = ort.SessionOptions()
