@@ -62,6 +62,20 @@ def test_pool_to_at_most_is_adaptive_average_pooling(h, w):
         assert torch.equal(pool_to_at_most(x, 16), x)
 
 
+def test_kpb_kernels_are_the_head_output_plus_the_identity_kernel():
+    """The identity is folded into the head's bias: same kernels as adding it afterwards."""
+    block = KPBlock(8, 16, 8, kernel_size=3, norm="batch", use_scf=True, scf_groups=4).eval()
+    f_e, f_prev = torch.randn(2, 8, 6, 7), torch.randn(2, 16, 3, 4)
+    kernels, f_kpb, _ = block(f_e, f_prev)
+    identity = torch.zeros(1, 1, 9, 1, 1)
+    identity[:, :, 4] = 1
+    expected = block.head(f_kpb).view(2, 8, 9, 6, 7) + identity
+    torch.testing.assert_close(kernels, expected, atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        block.head.weight.zero_()
+    assert torch.equal(block(f_e, f_prev)[0], identity.expand(2, 8, 9, 6, 7))
+
+
 def test_concat_fusion_and_kpb_shapes():
     fused, w = ConcatFusion(8, 16)(torch.randn(1, 8, 6, 6), torch.randn(1, 16, 3, 3))
     assert fused.shape == (1, 8, 6, 6) and w == {}

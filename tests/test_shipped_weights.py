@@ -39,3 +39,26 @@ def test_shipped_weights_improve_fixed_validation_composites(one_thread):
     assert after.mean() < 0.67 * before.mean(), numbers
     strong = before > 1000
     assert int(strong.sum()) >= 2 and bool((after[strong] < before[strong]).all()), numbers
+
+
+def test_folding_the_identity_kernel_changes_the_shipped_outputs_by_less_than_1e5(one_thread, monkeypatch):
+    """KPBlock adds the identity kernel through the head's bias; adding it after the head (as
+    the weights were trained) must give the same harmonization up to float rounding."""
+    from gknet.models.kpb import KPBlock
+
+    def identity_added_after_the_head(self, f_e, f_prev):
+        fused, weights = self.fusion(f_e, f_prev)
+        f_kpb = self.body(fused)
+        b, _, h, w = f_kpb.shape
+        kernels = self.head(f_kpb).view(b, self.out_channels, self.taps, h, w)
+        kernels = kernels + self.identity.view(1, self.out_channels, self.taps, 1, 1)
+        return kernels, f_kpb, weights
+
+    model = Harmonizer.from_pretrained().model
+    g = torch.Generator().manual_seed(0)
+    composite, mask = torch.rand(2, 3, 256, 256, generator=g), (torch.rand(2, 1, 256, 256, generator=g) > 0.5)
+    with torch.no_grad():
+        folded = model(composite, mask.float())
+        monkeypatch.setattr(KPBlock, "forward", identity_added_after_the_head)
+        reference = model(composite, mask.float())
+    assert (folded - reference).abs().max() < 1e-5

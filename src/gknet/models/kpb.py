@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gknet.models.scf import SCF, ConcatFusion
@@ -15,6 +16,8 @@ class KPBlock(nn.Module):
     The kernel head is a 1x1 conv to C * N^2 maps, reshaped to [B, C, N^2, H, W]. Its output
     is added to the identity kernel (1 at the window centre) so that an untrained block
     passes decoder features through unchanged and training learns the deviation from identity.
+    The identity is folded into the head's bias (a constant added to every pixel of the centre
+    maps), which saves a pass over the C * N^2 maps, the largest tensor of the block.
     """
 
     def __init__(
@@ -38,13 +41,14 @@ class KPBlock(nn.Module):
         with torch.no_grad():  # start near the identity kernel
             self.head.weight.mul_(0.1)
             self.head.bias.zero_()
-        identity = torch.zeros(self.taps)
-        identity[self.taps // 2] = 1.0
-        self.register_buffer("identity", identity.view(1, 1, self.taps, 1, 1), persistent=False)
+        identity = torch.zeros(out_channels, self.taps)
+        identity[:, self.taps // 2] = 1.0  # head channel c * N^2 + k is tap k of channel c
+        self.register_buffer("identity", identity.flatten(), persistent=False)
 
     def forward(self, f_e: torch.Tensor, f_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         fused, weights = self.fusion(f_e, f_prev)
         f_kpb = self.body(fused)
         b, _, h, w = f_kpb.shape
-        kernels = self.head(f_kpb).view(b, self.out_channels, self.taps, h, w) + self.identity
+        kernels = F.conv2d(f_kpb, self.head.weight, self.head.bias + self.identity)
+        kernels = kernels.view(b, self.out_channels, self.taps, h, w)
         return kernels, f_kpb, weights
