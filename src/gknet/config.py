@@ -8,6 +8,7 @@ silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,19 @@ from gknet.errors import GknetError
 
 class ConfigError(GknetError):
     """A config file or dict that does not describe a valid configuration."""
+
+
+def _integer(where: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{where} must be an integer >= {low}, got {value!r}")
+
+
+def _real(where: str, value: float, low: float, high: float = math.inf, open_low=False, open_high=True):
+    """A finite number in the interval low..high; NaN and infinities never pass."""
+    inside = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
+    if not (math.isfinite(value) and inside):
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ConfigError(f"{where} must be a finite number in {interval}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -63,10 +77,17 @@ class ModelConfig:
             )
         if (self.use_lre or self.use_scf) and not self.use_kpb:
             raise ConfigError("model.use_lre and model.use_scf need model.use_kpb (paper Table 4)")
+        for name in ("lre_layers", "lre_dim"):
+            _integer(f"model.{name}", getattr(self, name), 0)
+        _integer("model.lre_heads", self.lre_heads, 1)
+        _integer("model.scf_groups", self.scf_groups, 1)
+        _real("model.lre_mlp_ratio", self.lre_mlp_ratio, 0, open_low=True)
         if self.use_lre:
             dim = self.lre_dim or self.widths[-1]
             if dim % self.lre_heads:
                 raise ConfigError(f"LRE width {dim} is not divisible by lre_heads={self.lre_heads}")
+            if self.lre_pos == "sinusoidal" and dim % 4:
+                raise ConfigError(f"LRE width {dim} must be divisible by 4 for lre_pos: sinusoidal")
         if self.use_scf:
             bad = [w for w in self.widths if w % self.scf_groups]
             if bad:
@@ -86,8 +107,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):
             raise ConfigError(f"data.source must be synthetic, iharmony4 or folder, got {self.source!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        _real("data.val_fraction", self.val_fraction, 0, 1, open_low=True)
+        for name in ("val_size", "seed", "workers"):
+            _integer(f"data.{name}", getattr(self, name), 0)
 
 
 @dataclass(frozen=True)
@@ -118,8 +140,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"train.schedule must be constant or cosine, got {self.schedule!r}")
-        if self.image_size <= 0 or self.batch_size <= 0:
-            raise ConfigError("train.image_size and train.batch_size must be positive")
+        for name in ("image_size", "batch_size", "epochs", "log_every"):
+            _integer(f"train.{name}", getattr(self, name), 1)
+        for name in ("max_steps", "warmup_steps", "val_every", "ckpt_every", "seed", "threads"):
+            _integer(f"train.{name}", getattr(self, name), 0)
+        _real("train.eps", self.eps, 0, open_low=True)
+        for name in ("lr", "max_minutes", "weight_decay", "a_min"):  # lr 0: frozen weights (tests)
+            _real(f"train.{name}", getattr(self, name), 0)
+        for i, beta in enumerate(self.betas):
+            _real(f"train.betas[{i}]", beta, 0, 1)
+        low, high = self.crop_scale
+        _real("train.crop_scale[0]", low, 0, 1, open_low=True, open_high=False)
+        _real("train.crop_scale[1]", high, low, 1, open_high=False)
 
 
 @dataclass(frozen=True)
