@@ -2,7 +2,8 @@
 
 ``save_release(model, cfg, "m.safetensors")`` writes ``m.safetensors`` and ``m.json``;
 ``load_release`` rebuilds the model from the JSON config and loads the tensors strictly,
-turning every failure into one clear GknetError.
+turning every failure into one clear GknetError. Both refuse tensors holding NaN or
+infinity (the weights of a diverged run), which would only produce black images.
 """
 
 from __future__ import annotations
@@ -29,18 +30,47 @@ def weights_path(weights: str | Path) -> Path:
     return DEFAULT_WEIGHTS if str(weights) == "default" else Path(weights)
 
 
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """GknetError naming the first tensor that holds NaN or infinity."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise GknetError(
+                f"{what} holds non-finite values (NaN or infinity) in {name}: the training run diverged; "
+                "use an earlier checkpoint or retrain with a lower train.lr"
+            )
+
+
 def save_release(
     model: torch.nn.Module, cfg: ModelConfig, path: str | Path, meta: dict | None = None
 ) -> Path:
     """Write ``path`` (.safetensors) and its ``.json`` sidecar atomically."""
     path = Path(path).with_suffix(".safetensors")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_finite(tensors, "the model")
     info = {"format": FORMAT, "model": to_dict(cfg), "meta": meta or {}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"format": FORMAT})
-    write_atomic(path.with_suffix(".json"), json.dumps(info, indent=2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp, metadata={"format": FORMAT})
+        write_atomic(path.with_suffix(".json"), json.dumps(info, indent=2))
+    except OSError as exc:
+        raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _check_size(cfg: ModelConfig, path: Path) -> None:
+    """Refuse a config whose tensors the file cannot hold, before allocating them (a hostile or
+    broken .json could ask for hundreds of GB)."""
+    from gknet.models import build_model
+
+    with torch.device("meta"):
+        needed = sum(t.numel() * t.element_size() for t in build_model(cfg).state_dict().values())
+    size = path.stat().st_size
+    if needed > size:
+        raise GknetError(
+            f"weights {path} do not match their config: the config needs {needed / 1e6:,.1f} MB of "
+            f"tensors, the file holds {size / 1e6:,.1f} MB"
+        )
 
 
 def read_release_info(path: str | Path) -> dict[str, Any]:
@@ -74,6 +104,8 @@ def load_release(path: str | Path, map_location: str | torch.device = "cpu"):
         tensors = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError) as exc:
         raise GknetError(f"cannot read weights {path}: {exc}") from None
+    _check_size(cfg, path)
+    check_finite(tensors, f"weights {path}")
     model = build_model(cfg)
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)

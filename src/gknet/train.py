@@ -30,7 +30,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from gknet.atomic import write_atomic
+from gknet.atomic import check_writable, remove_stale_temporaries, temporary_path, write_atomic
 from gknet.config import Config, ConfigError, from_dict, to_dict
 from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
@@ -149,13 +149,17 @@ def validate(
 
 def _publish(src: Path, dst: Path) -> None:
     """Make ``dst`` an atomic copy of ``src`` (a hard link where the filesystem allows)."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    tmp = temporary_path(dst)  # gknet.atomic's naming: a killed run's leftover is found by the next
     try:
         os.link(src, tmp)
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+
+
+def _is_better(val: dict[str, float], best_fmse: float | None) -> bool:
+    """Whether a validation result makes a new best checkpoint: never a non-finite one."""
+    return math.isfinite(val["fmse"]) and (best_fmse is None or val["fmse"] < best_fmse)
 
 
 def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
@@ -259,6 +263,9 @@ class _Trainer:
 
         if self.dist.main:
             (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+            # Temporaries of a run killed mid-write (ours alone write here); the run continues.
+            remove_stale_temporaries(out_dir / "ckpt")
+            remove_stale_temporaries(out_dir, ["config.yaml", "log.jsonl"])
             write_atomic(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.log = RunLog(out_dir, self.dist.main, self.step if path is not None else None)
         pin = self.device.type == "cuda"
@@ -338,7 +345,9 @@ class _Trainer:
         if self.dist.main:
             self.last_val = validate(self.model, self.val_loader, self.device, self.amp_dtype)
             self.log.write({"step": self.step, "epoch": self.epoch, "val": self.last_val})
-            if self.best_fmse is None or self.last_val["fmse"] < self.best_fmse:
+            if not math.isfinite(self.last_val["fmse"]):
+                tqdm.write(f"warning: validation at step {self.step} is not finite: not kept as best.pt")
+            if _is_better(self.last_val, self.best_fmse):
                 self.best_fmse = self.last_val["fmse"]
                 save_state(self._state(), self.out_dir / "ckpt" / "best.pt")
         self.dist.barrier()
@@ -352,12 +361,30 @@ class _Trainer:
         with autocast:
             pred = self.net(composite, mask)
         loss = fn_mse_loss(pred.float(), target, mask, self.cfg.train.a_min)
+        self._stop_if_diverged(loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         return loss.detach()
+
+    def _stop_if_diverged(self, loss: torch.Tensor) -> None:
+        """Stop at the first NaN / infinite loss, before it reaches the weights (all ranks together)."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.dist.world > 1:
+            dist.all_reduce(bad)
+        if not bad.item():
+            return
+        step = self.step + 1
+        self.log.write({"step": step, "event": "diverged", "loss": str(float(loss))})
+        self.log.close()
+        self.bar.close()
+        kept = f"ckpt/last.pt holds step {self.saved_step}" if self.saved_step > 0 else "no checkpoint kept"
+        raise GknetError(
+            f"training diverged: the loss is {float(loss)} at step {step} (epoch {self.epoch}); stopped, "
+            f"{kept}; lower train.lr ({self.cfg.train.lr:g}) or raise train.warmup_steps"
+        )
 
     def _out_of_time(self) -> bool:
         minutes = self.cfg.train.max_minutes
@@ -375,7 +402,7 @@ class _Trainer:
         stopped = "max_steps" if tc.max_steps and self.step >= tc.max_steps else "epochs"
         loss_sum, window_steps, self.window_start = torch.zeros((), device=self.device), 0, time.monotonic()
         last_loss = math.nan
-        bar = tqdm(
+        bar = self.bar = tqdm(
             total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.dist.main
         )
         self.log.write(
@@ -470,14 +497,19 @@ def config_from_checkpoint(path: str | Path) -> tuple[Config, str | None]:
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
-    from gknet.checkpoint import save_release
+    from gknet.checkpoint import check_finite, save_release
     from gknet.models import build_model
 
+    if Path(output).name in ("", ".", "..") or Path(output).is_dir():
+        raise GknetError(f"output must name a file such as model.safetensors, got {str(output)!r}")
     output = Path(output).with_suffix(".safetensors")
     if not overwrite and (output.exists() or output.with_suffix(".json").exists()):
         raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
+    check_writable(output)
+    remove_stale_temporaries(output.parent, [output.name, output.with_suffix(".json").name])
     state = load_state(checkpoint)
     cfg = _stored_config(state, checkpoint)
+    check_finite(state["model"], f"checkpoint {checkpoint}")
     model = build_model(cfg.model)
     model.load_state_dict(state["model"])
     meta = {
