@@ -26,7 +26,44 @@ from gknet.fullres import resize, transfer_to_full_resolution
 
 DEFAULT_RESOLUTION = 256
 MIN_RESOLUTION = 16
+# One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
+# pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
+MAX_PASS_BYTES = 8e9
 OUTLINE_COLOUR = (255, 0, 255)
+
+
+def pass_bytes(cfg, resolution: int) -> float:
+    """Rough memory of one network pass at ``resolution`` for ModelConfig ``cfg``, in bytes.
+
+    The LRE's attention scores (heads x tokens^2 per layer, as the plain attention kernel stores
+    them) plus about eight float maps per feature channel at every level, and the N x N kernels
+    and their unfolded copies at the modulated levels.
+    """
+
+    def side(stride: int) -> int:  # feature map side at this stride (the input is padded up)
+        return -(-resolution // stride)
+
+    total = 4.0 * cfg.lre_heads * side(cfg.stride) ** 4 if cfg.use_lre else 0.0
+    modulated = range(len(cfg.widths) - cfg.kpb_levels, len(cfg.widths)) if cfg.use_kpb else ()
+    for level, width in enumerate(cfg.widths):
+        per_pixel = width * (8 + (2 * cfg.kernel_size**2 if level in modulated else 0))
+        total += 4.0 * per_pixel * side(2**level) ** 2
+    return total
+
+
+def check_resolution(cfg, resolution: int) -> None:
+    """GknetError if a pass at ``resolution`` would need more than MAX_PASS_BYTES, naming the largest
+    resolution that fits."""
+    if pass_bytes(cfg, resolution) <= MAX_PASS_BYTES:
+        return
+    low, high = MIN_RESOLUTION, resolution  # pass_bytes grows with the resolution: bisect
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if pass_bytes(cfg, mid) <= MAX_PASS_BYTES else (low, mid)
+    raise GknetError(
+        f"resolution {resolution} is too large for this model: one network pass would need about "
+        f"{pass_bytes(cfg, resolution) / 1e9:,.0f} GB (limit {MAX_PASS_BYTES / 1e9:g} GB); use at most {low}"
+    )
 
 
 class UntrainedModelWarning(UserWarning):
@@ -49,6 +86,8 @@ class Harmonizer:
 
         if not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
             raise GknetError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution!r}")
+        if getattr(model, "cfg", None) is not None:
+            check_resolution(model.cfg, resolution)
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.resolution = resolution
@@ -113,6 +152,8 @@ class Harmonizer:
                 low_comp, low_alpha = resize(comp, low), resize(alpha, low).clamp(0, 1)
                 low_out = self.model(low_comp, low_alpha)
                 out = transfer_to_full_resolution(comp, alpha, low_comp, low_out, low_alpha)
+            if not bool(torch.isfinite(out).all()):
+                raise GknetError("the model produced NaN or infinite values: its weights are broken")
             out = out.to(composite.device, composite.dtype)
             return torch.where(mask.to(composite.device) > 0, out, composite)
 
