@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from gknet.atomic import write_atomic
+from gknet.atomic import check_writable, remove_stale_temporaries, write_atomic
 from gknet.baselines import Method, get_baseline
 from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
@@ -70,6 +70,7 @@ TABLE2_COLUMNS = ("0-5", "5-15", "15-100")
 T1_KEYS, T1_RATIOS = ("psnr", "mse", "fmse"), ("psnr_gain", "mse_ratio", "fmse_ratio")
 T2_KEYS, T2_RATIOS = ("mse", "fmse"), ("mse_ratio", "fmse_ratio")
 KEY_LABELS = {"psnr": "PSNR↑", "mse": "MSE↓", "fmse": "fMSE↓"}
+OUTPUT_FILES = ("results.json", "per_image.csv", "report.md")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -385,15 +386,23 @@ def per_image_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Check, before an evaluation, that its results can be written into ``out_dir`` (GknetError if
+    not), and remove temporaries that a killed run left there."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GknetError(f"output folder is a file: {out_dir}")
+    check_writable(out_dir / OUTPUT_FILES[0])
+    remove_stale_temporaries(out_dir, OUTPUT_FILES)
+    return out_dir
+
+
 def write_outputs(run: Evaluation, out_dir: str | Path) -> dict[str, Path]:
     """Write results.json, per_image.csv and report.md into ``out_dir`` (each atomically)."""
     out_dir = Path(out_dir)
     results = run.results()
-    files = {
-        "results.json": json.dumps(results, indent=2) + "\n",
-        "per_image.csv": per_image_csv(run.rows),
-        "report.md": render_report(results),
-    }
+    texts = (json.dumps(results, indent=2) + "\n", per_image_csv(run.rows), render_report(results))
+    files = dict(zip(OUTPUT_FILES, texts, strict=True))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():

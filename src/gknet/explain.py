@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gknet.atomic import write_atomic
+from gknet.atomic import check_writable, remove_stale_temporaries, write_atomic
 from gknet.data.imageio import mask_image, rgb_image, save_image_atomic, to_tensor_image
 from gknet.errors import GknetError
 from gknet.fullres import resize
@@ -184,7 +184,7 @@ def run_model(
         raise GknetError("the mask is empty: there is no foreground to explain")
     height, width = comp.shape[-2:]
     scale = resolution / max(width, height)
-    display = (max(1, round(height * scale)), max(1, round(width * scale)))
+    display = (max(2, round(height * scale)), max(2, round(width * scale)))  # contours need 2 x 2
     comp, alpha = resize(comp, display), resize(alpha, display).clamp(0, 1)
     harmonizer = Harmonizer(model, resolution, device=next(model.parameters()).device)
     tokens = math.ceil(resolution / model.cfg.stride) ** 2
@@ -351,10 +351,11 @@ def draw_change_map(run: NetworkPass) -> Image.Image:
     grid = _Grid(1, 1, run.size[0] / run.size[1], "Change map", "|harmonized - composite|", colorbar=True)
     ax = grid.axes[0][0]
     im = ax.imshow(change, cmap="magma", vmin=0, vmax=max(1.0, float(change.max())), interpolation="nearest")
-    ax.contour(run.mask[0, 0].numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
-    ax.set_title(
-        f"max {change.max():.1f}, mean in mask {change[run.mask[0, 0].numpy() > 0.5].mean():.1f}", fontsize=10
-    )
+    mask = run.mask[0, 0].numpy()
+    ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
+    inside = mask > 0.5 if (mask > 0.5).any() else mask > 0  # a mask thinner than a picture pixel
+    mean = f"{change[inside].mean():.1f}" if inside.any() else "n/a"
+    ax.set_title(f"max {change.max():.1f}, mean in mask {mean}", fontsize=10)
     grid.colorbar(im, "mean abs. change over RGB (0-255)")
     return grid.to_image()
 
@@ -534,6 +535,8 @@ def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
     existing = [name for name in FILES.values() if (out_dir / name).exists()]
     if existing and not overwrite:
         raise GknetError(f"{out_dir} already holds {', '.join(existing)} (pass --overwrite to replace them)")
+    check_writable(out_dir / FILES["index"])
+    remove_stale_temporaries(out_dir, FILES.values())  # left by a killed run
     return out_dir
 
 

@@ -5,7 +5,7 @@ Records, one JSON object per line:
 - training: ``{"step", "epoch", "loss", "lr", "img_per_s", "time"}`` (loss: mean since the
   previous record; time: seconds of training in the run so far, across resumes),
 - validation: ``{"step", "epoch", "val": {"mse", "fmse", "psnr"}}``,
-- events: ``{"step", "event": "start" | "end", ...}``.
+- events: ``{"step", "event": "start" | "end" | "diverged", ...}``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gknet.atomic import atomic_path, write_atomic
+from gknet.atomic import atomic_path, check_writable, remove_stale_temporaries, write_atomic
 from gknet.errors import GknetError
 
 
@@ -55,6 +55,13 @@ class RunLog:
             self.tb.close()
 
 
+VAL_KEYS = ("fmse", "psnr")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _record_step(line: str) -> float:
     try:
         return json.loads(line).get("step", 0)
@@ -67,17 +74,31 @@ def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise GknetError(f"log file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise GknetError(f"{path} is not a text log (not UTF-8 at byte {exc.start})") from None
     train, val = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             raise GknetError(f"{path}:{number} is not a JSON record") from None
+        if not isinstance(record, dict) or not _is_number(record.get("step")):
+            raise GknetError(f"{path}:{number} is not a training log record (no numeric 'step')")
+        if "event" in record:
+            continue
         if "val" in record:
+            if not (
+                isinstance(record["val"], dict) and all(_is_number(record["val"].get(k)) for k in VAL_KEYS)
+            ):
+                raise GknetError(f"{path}:{number}: 'val' must hold the numbers {', '.join(VAL_KEYS)}")
             val.append(record)
         elif "loss" in record:
+            if not _is_number(record["loss"]):
+                raise GknetError(f"{path}:{number}: 'loss' must be a number")
             train.append(record)
     if not train and not val:
         raise GknetError(f"{path} holds no training or validation records")
@@ -110,6 +131,8 @@ def plot_training_log(
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in ("png", "pdf", "svg"):
         raise GknetError(f"unsupported plot format {output.suffix!r} (use .png, .pdf or .svg)")
+    check_writable(output)
+    remove_stale_temporaries(output.parent, [output.name])
     train, val = read_log(log)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     steps, losses = [r["step"] for r in train], [r["loss"] for r in train]

@@ -61,9 +61,11 @@ def canonical_subset(name: str) -> str:
 
 def _read_list(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is dropped
     except OSError as exc:
         raise GknetError(f"cannot read split list {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GknetError(f"split list {path} is not UTF-8 text (byte {exc.start})") from None
     # Lines are file names; tolerate "Subset/composite_images/name.jpg" forms.
     return [Path(line.strip().replace("\\", "/")).name for line in lines if line.strip()]
 

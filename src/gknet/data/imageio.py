@@ -17,25 +17,36 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gknet.atomic import atomic_path
+from gknet.atomic import atomic_path, check_writable
 from gknet.errors import GknetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Formats gknet writes: those of IMAGE_SUFFIXES (Pillow also knows read-only ones such as .psd).
+OUTPUT_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
 
 
 def _open(path: str | Path) -> Image.Image:
     path = Path(path)
-    if not path.exists():
-        raise GknetError(f"file not found: {path}")
-    if path.is_dir():
-        raise GknetError(f"expected an image file but got a directory: {path}")
     try:
-        img = Image.open(path)
-        img.load()
-        # A composite and its mask carrying the same orientation tag stay aligned.
-        return ImageOps.exif_transpose(img)
+        if not path.exists():
+            raise GknetError(f"file not found: {path}")
+        if path.is_dir():
+            raise GknetError(f"expected an image file but got a directory: {path}")
+        with Image.open(path) as img:  # closes the file, also for multi-frame images and on errors
+            img.load()
+            # A composite and its mask carrying the same orientation tag stay aligned (a copy, so
+            # the result outlives the file).
+            return ImageOps.exif_transpose(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise GknetError(f"cannot read image {path}: {exc}") from None
+        raise GknetError(f"cannot read image {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -91,19 +102,31 @@ def load_mask(path: str | Path) -> Image.Image:
     return mask_image(_open(path))
 
 
+def _output_format(path: Path, overwrite: bool) -> str:
+    """The Pillow format for writing ``path``; GknetError if it is a folder, exists, or has no format."""
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if is_dir:
+        raise GknetError(f"output path is a directory: {path}")
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise GknetError(f"unknown image format for output {path} (use {', '.join(OUTPUT_FORMATS)})")
+    if exists and not overwrite:
+        raise GknetError(f"output exists: {path} (pass --overwrite to replace it)")
+    return fmt
+
+
 def check_output_path(path: str | Path, overwrite: bool = False) -> str:
-    """The Pillow format for writing ``path``; GknetError if it is a folder, exists, or has no format.
+    """The Pillow format for writing ``path``; GknetError if it is a folder, exists (unless
+    ``overwrite``), has no output format, or cannot be created there.
 
     Callers with slow work ahead use it to fail before doing the work.
     """
     path = Path(path)
-    if path.is_dir():
-        raise GknetError(f"output path is a directory: {path}")
-    if path.exists() and not overwrite:
-        raise GknetError(f"output exists: {path} (pass --overwrite to replace it)")
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise GknetError(f"unknown image format for output {path} (use .png or .jpg)")
+    fmt = _output_format(path, overwrite)
+    check_writable(path)
     return fmt
 
 
@@ -113,14 +136,14 @@ def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = Fals
     Refuses to replace an existing file unless ``overwrite``; the format follows the suffix.
     """
     path = Path(path)
-    fmt = check_output_path(path, overwrite)
+    fmt = _output_format(path, overwrite)
     params = {"quality": 95} if fmt == "JPEG" else {}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             img.save(tmp, format=fmt, **params)
-    except OSError as exc:
-        raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a mode the format cannot hold
+        raise GknetError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return path
 
 
