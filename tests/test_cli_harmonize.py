@@ -209,7 +209,7 @@ def test_unreadable_inputs_and_unwritable_output(capsys, weights, pair, tmp_path
     code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--threshold", "2")
     assert_one_error_line(code, err, "--threshold must be in (0, 1]")
     code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--resolution", "3")
-    assert_one_error_line(code, err, "resolution must be")
+    assert_one_error_line(code, err, "--resolution: must be an integer >= 16, got 3")
     assert not list(tmp_path.glob("o*.png")) and not list(tmp_path.glob(".*"))  # nothing half-written
 
 

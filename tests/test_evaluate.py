@@ -271,7 +271,7 @@ def test_bad_input_is_one_error_line(tree, tmp_path, capsys, monkeypatch):
         (["--data-root", tree, "--masks", tmp_path, "--baseline", "composite"], "either --data-root"),
         (["--composites", tmp_path, "--baseline", "composite"], "needs all of"),
         (["--data-root", tree, "--subsets", "HCOCO", "--baseline", "composite"], "HCOCO_test.txt"),
-        (["--data-root", tree, "--baseline", "composite", "--limit", 0], "limit must be positive"),
+        (["--data-root", tree, "--baseline", "composite", "--limit", 0], "--limit: must be an integer >= 1"),
         (["--data-root", tree, "--baseline", "composite", "--device", "tpu"], "device"),
     ]
     for args, message in cases:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gknet.cli._args import integer
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,11 +31,13 @@ def register(subparsers) -> None:
     method = p.add_mutually_exclusive_group(required=True)
     method.add_argument("--weights", metavar="PATH", help="release .safetensors file, or 'default'")
     method.add_argument("--baseline", metavar="NAME", help="composite, reinhard or histogram")
-    p.add_argument("--limit", type=int, metavar="K", help="evaluate only the first K images of each subset")
+    p.add_argument(
+        "--limit", type=integer(1), metavar="K", help="evaluate only the first K images of each subset"
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default: outputs/evaluate/<method>)")
-    p.add_argument("--batch-size", type=int, default=8, help="default: 8")
+    p.add_argument("--batch-size", type=integer(1), default=8, help="default: 8")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="image loading processes (default: 0)")
+    p.add_argument("--workers", type=integer(0), default=0, help="image loading processes (default: 0)")
     p.add_argument(
         "--psnr-peak",
         choices=("255", "target_max"),
@@ -75,12 +79,14 @@ def _dataset(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gknet.evaluate import evaluate, load_method, resolve_device, write_outputs
+    from gknet.evaluate import evaluate, load_method, prepare_out_dir, resolve_device, write_outputs
 
+    if args.out:  # before any work: the results must have somewhere to go
+        prepare_out_dir(args.out)
     device = resolve_device(args.device)
     dataset, source = _dataset(args)
     method, name = load_method(args.baseline, args.weights, device)
-    out = Path(args.out) if args.out else Path("outputs") / "evaluate" / name
+    out = prepare_out_dir(args.out or Path("outputs") / "evaluate" / name)
     run = evaluate(
         method,
         dataset,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import warnings
 
+from gknet.cli._args import integer
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -26,22 +28,27 @@ def register(sub) -> None:
     p.add_argument(
         "--point",
         nargs=2,
-        type=int,
+        type=integer(0),
         metavar=("X", "Y"),
         help="LRE query point in composite pixels (default: centre of the mask's bounding box)",
     )
-    p.add_argument("--clusters", type=int, default=6, metavar="K", help="K-means clusters (default: 6)")
     p.add_argument(
-        "--level", type=int, metavar="L", help="SCF level, 1 = deepest (default: the finest modulated level)"
+        "--clusters", type=integer(2), default=6, metavar="K", help="K-means clusters (default: 6)"
+    )
+    p.add_argument(
+        "--level",
+        type=integer(1),
+        metavar="L",
+        help="SCF level, 1 = deepest (default: the finest modulated level)",
     )
     p.add_argument(
         "--resolution",
-        type=int,
+        type=integer(16),
         default=256,
         metavar="PX",
         help="network pass at PX x PX, as gknet harmonize; pictures with longer side PX (default: 256)",
     )
-    p.add_argument("--seed", type=int, default=0, help="K-means seed (default: 0)")
+    p.add_argument("--seed", type=integer(0), default=0, help="K-means seed (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace pictures already in DIR")
     p.set_defaults(func=run)

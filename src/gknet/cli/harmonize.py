@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from collections import Counter
 from pathlib import Path
+
+from gknet.cli._args import integer
+
+MIN_RESOLUTION = 16  # gknet.harmonizer.MIN_RESOLUTION, without importing torch to parse arguments
 
 PROG = "gknet harmonize"
 COMPARE_SUFFIX = "_compare.jpg"
@@ -30,7 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--weights", default="default", metavar="PATH", help="release .safetensors or 'default'")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument(
-        "--resolution", type=int, default=256, help="size of the network pass in pixels (default: 256)"
+        "--resolution",
+        type=integer(MIN_RESOLUTION),
+        default=256,
+        help="size of the network pass in pixels (default: 256; the largest depends on the model's memory)",
     )
     p.add_argument(
         "--threshold",
@@ -68,13 +76,19 @@ def _check_output(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
     check_output_path(out, overwrite)
 
 
+def _outputs(out: Path, args: argparse.Namespace) -> tuple[Path, ...]:
+    """The result file, and its comparison sheet with --compare."""
+    return (out, out.with_name(out.stem + COMPARE_SUFFIX)) if args.compare else (out,)
+
+
 def _harmonize_file(harmonizer, composite: Path, mask: Path, out: Path, args: argparse.Namespace) -> None:
     from gknet.data.imageio import load_mask, load_rgb, save_image_atomic
     from gknet.harmonizer import comparison_image
 
-    compare = out.with_name(out.stem + COMPARE_SUFFIX) if args.compare else None
-    for path in (out, compare) if compare else (out,):
+    outputs = _outputs(out, args)
+    for path in outputs:
         _check_output(path, (composite, mask), args.overwrite)
+    compare = outputs[1] if args.compare else None
     image, alpha = load_rgb(composite), load_mask(mask)
     result = harmonizer(image, alpha, threshold=args.threshold, resize_mask=args.resize_mask)
     save_image_atomic(result, out, overwrite=args.overwrite)
@@ -100,9 +114,10 @@ def _warnings_as_lines(prefix: str = ""):
         yield
 
 
-def _harmonize_folder(harmonizer, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _folder_jobs(args: argparse.Namespace):
+    """(pairs, {stem: output path}) of folder mode, checked before any work: the output folder can
+    be written and no two outputs share a name (``a_compare.jpg`` is also ``a.jpg``'s sheet)."""
+    from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.data.folders import match_by_stem
     from gknet.errors import GknetError
 
@@ -110,6 +125,26 @@ def _harmonize_folder(harmonizer, args: argparse.Namespace) -> int:
     if outdir.exists() and not outdir.is_dir():
         raise GknetError(f"output folder is a file: {outdir}")
     pairs = match_by_stem(args.composites, args.masks)
+    outs = {stem: outdir / f"{stem}{comp.suffix.lower()}" for stem, (comp, _) in pairs.matched.items()}
+    names = Counter(path.name for out in outs.values() for path in _outputs(out, args))
+    clash = [name for name, count in names.items() if count > 1]
+    if clash:
+        raise GknetError(
+            f"two outputs would be named {outdir / clash[0]} (a composite named like another's "
+            f"{COMPARE_SUFFIX} sheet): rename it or drop --compare"
+        )
+    if outs:
+        check_writable(next(iter(outs.values())))
+    remove_stale_temporaries(outdir, names)  # left by a killed run
+    return pairs, outs
+
+
+def _harmonize_folder(harmonizer, pairs, outs: dict[str, Path], args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gknet.errors import GknetError
+
+    outdir = Path(args.output)
     failed = [f"{path}: {message}" for path, message in pairs.unmatched]
     for line in failed:
         print(f"{PROG}: skipped {line}", file=sys.stderr)
@@ -118,9 +153,7 @@ def _harmonize_folder(harmonizer, args: argparse.Namespace) -> int:
     for stem, (composite, mask) in bar:
         try:
             with _warnings_as_lines(prefix=f"{composite.name}: "):
-                _harmonize_file(
-                    harmonizer, composite, mask, outdir / f"{stem}{composite.suffix.lower()}", args
-                )
+                _harmonize_file(harmonizer, composite, mask, outs[stem], args)
             done += 1
         except GknetError as exc:
             failed.append(f"{composite}: {exc}")
@@ -142,14 +175,23 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
+    # Every output location is checked before the model is loaded and any image decoded.
+    if folder_mode:
+        pairs, outs = _folder_jobs(args)
+    else:
+        from gknet.atomic import remove_stale_temporaries
+
+        composite, mask, out = Path(args.composite), Path(args.mask), Path(args.output)
+        for path in _outputs(out, args):
+            _check_output(path, (composite, mask), args.overwrite)
+            remove_stale_temporaries(path.parent, [path.name])
     with _warnings_as_lines():
         if args.weights == "default":
             harmonizer = Harmonizer.from_pretrained(args.resolution, args.device)
         else:
             harmonizer = Harmonizer.from_file(args.weights, args.resolution, args.device)
         if folder_mode:
-            return _harmonize_folder(harmonizer, args)
-        composite, mask, out = Path(args.composite), Path(args.mask), Path(args.output)
+            return _harmonize_folder(harmonizer, pairs, outs, args)
         _harmonize_file(harmonizer, composite, mask, out, args)
     print(f"wrote {out}" + (f" and {out.with_name(out.stem + COMPARE_SUFFIX)}" if args.compare else ""))
     return 0

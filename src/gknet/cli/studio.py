@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from gknet.cli._args import integer, number
+
 DEFAULT_STUDY_DIR = Path("..") / "shared" / "data" / "lalonde_composites"
 
 
@@ -21,7 +23,15 @@ def register(subparsers) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
-    p.add_argument("--port", type=int, default=7860, help="default: 7860")
+    p.add_argument("--port", type=integer(1, 65535), default=7860, help="default: 7860")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (repeatable; '*' answers any). By default only "
+        "localhost, 127.0.0.1, ::1 and the --host address are answered (no DNS rebinding)",
+    )
     p.add_argument(
         "--db", default="studio.sqlite", help="SQLite file of the study votes (default: studio.sqlite)"
     )
@@ -40,8 +50,15 @@ def register(subparsers) -> None:
         help="built-in methods in the study, comma separated (default: composite,reinhard,gknet); "
         "folders registered with 'gknet study add' are always included",
     )
-    p.add_argument("--max-upload-mb", type=float, default=25.0, help="upload limit per request (default: 25)")
-    p.add_argument("--max-pixels", type=int, default=50_000_000, help="pixel limit per image (default: 50e6)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=number(0, low_open=True),
+        default=25.0,
+        help="upload limit per request (default: 25)",
+    )
+    p.add_argument(
+        "--max-pixels", type=integer(1), default=50_000_000, help="pixel limit per image (default: 50e6)"
+    )
     p.set_defaults(func=run)
 
 
@@ -58,13 +75,17 @@ def run(args) -> int:
     try:
         import uvicorn
 
-        from gknet.studio.server import create_app
+        from gknet.studio.server import allowed_hosts, create_app
     except ImportError as exc:
         raise GknetError(
             f"the studio needs extra packages ({exc.name}): pip install 'gknet[studio]'"
         ) from None
     from gknet import Harmonizer
     from gknet.checkpoint import weights_path
+    from gknet.studio.db import StudyDB
+
+    StudyDB(args.db)  # refuse another program's database before the model is loaded
+    hosts = allowed_hosts(args.host, args.allow_host)
 
     weights = weights_path(args.weights)
     with warnings.catch_warnings(record=True) as caught:  # e.g. untrained default weights
@@ -91,10 +112,12 @@ def run(args) -> int:
         model_warning=model_warning,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
+        hosts=hosts,
     )
     if not _is_loopback(args.host):
         print(
-            f"gknet studio: warning: listening on {args.host}: other machines can reach the studio",
+            f"gknet studio: warning: listening on {args.host}: other machines can reach the studio; "
+            f"it answers requests for {', '.join(hosts)} (add names with --allow-host)",
             file=sys.stderr,
         )
     print(f"gknet studio: http://{args.host}:{args.port}/  (votes in {args.db}; Ctrl+C to stop)")

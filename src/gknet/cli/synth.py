@@ -4,6 +4,9 @@ the synthetic composites."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from gknet.cli._args import integer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,10 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--export", metavar="DIR", help="write the whole split as DIR/{composites,masks,targets}/NAME.png"
     )
-    p.add_argument("--n", type=int, default=8, help="items shown / measured (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="split and perturbation seed (default: %(default)s)")
-    p.add_argument("--epoch", type=int, default=0, help="train split epoch (default: %(default)s)")
-    p.add_argument("--size", type=int, default=256, help="image size (default: %(default)s)")
+    p.add_argument("--n", type=integer(1), default=8, help="items shown / measured (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=integer(0), default=0, help="split and perturbation seed (default: %(default)s)"
+    )
+    p.add_argument("--epoch", type=integer(0), default=0, help="train split epoch (default: %(default)s)")
+    p.add_argument("--size", type=integer(1), default=256, help="image size (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -37,10 +42,9 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("nothing to do: pass --preview -o GRID.png, --stats and/or --export DIR")
     if args.preview and not args.output:
         raise GknetError("--preview needs -o GRID.png")
-    if args.n <= 0 or args.size <= 0:
-        raise GknetError("--n and --size must be positive")
 
-    from gknet.data.imageio import save_image_atomic
+    from gknet.atomic import check_writable
+    from gknet.data.imageio import check_output_path, save_image_atomic
     from gknet.data.synthetic import (
         SyntheticComposites,
         composite_stats,
@@ -49,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         spread_indices,
     )
 
+    if args.preview:  # outputs first: the composites take a while
+        check_output_path(args.output, args.overwrite)
+    if args.export:
+        check_writable(Path(args.export) / "composites" / "x.png")
     dataset = SyntheticComposites(args.root, split=args.split, image_size=args.size, seed=args.seed)
     dataset.set_epoch(args.epoch)
     indices = spread_indices(len(dataset), args.n)
