@@ -60,3 +60,32 @@ def test_frozen_and_override():
     assert new.train.lr == 3e-4 and new.model.widths == (8, 16, 32, 64)
     with pytest.raises(ConfigError):
         override(cfg, ["train.nope=1"])
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("train.lr=-1e-3", "train.lr must be a finite number in [0, inf), got -0.001"),
+        ("train.lr=.nan", "train.lr must be a finite number in [0, inf), got nan"),
+        ("train.lr=.inf", "train.lr must be a finite number"),
+        ("train.max_steps=-5", "train.max_steps must be an integer >= 0, got -5"),
+        ("train.epochs=0", "train.epochs must be an integer >= 1"),
+        ("train.log_every=0", "train.log_every must be an integer >= 1"),
+        ("train.warmup_steps=-1", "train.warmup_steps must be an integer >= 0"),
+        ("train.eps=0", "train.eps must be a finite number in (0, inf)"),
+        ("train.betas=[0.9,1.5]", "train.betas[1] must be a finite number in [0, 1)"),
+        ("train.crop_scale=[0.8,0.5]", "train.crop_scale[1] must be a finite number in [0.8, 1]"),
+        ("train.max_minutes=-1", "train.max_minutes must be a finite number in [0, inf)"),
+        ("train.seed=-1", "train.seed must be an integer >= 0"),
+        ("data.val_fraction=.nan", "data.val_fraction must be a finite number in (0, 1)"),
+        ("data.workers=-2", "data.workers must be an integer >= 0"),
+        ("model.lre_heads=0", "model.lre_heads must be an integer >= 1"),
+        ("model.scf_groups=0", "model.scf_groups must be an integer >= 1"),
+        ("model.lre_mlp_ratio=.nan", "model.lre_mlp_ratio must be a finite number in (0, inf)"),
+        ("model.lre_dim=6 model.lre_heads=2", "LRE width 6 must be divisible by 4 for lre_pos: sinusoidal"),
+    ],
+)
+def test_numbers_outside_their_range_are_refused_with_the_range(assignment, message):
+    with pytest.raises(ConfigError) as caught:
+        override(Config(), assignment.split())
+    assert message in str(caught.value)

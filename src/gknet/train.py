@@ -376,13 +376,13 @@ class _Trainer:
             dist.all_reduce(bad)
         if not bad.item():
             return
-        step = self.step + 1
-        self.log.write({"step": step, "event": "diverged", "loss": str(float(loss))})
+        step, value = self.step + 1, loss.detach().item()
+        self.log.write({"step": step, "event": "diverged", "loss": str(value)})
         self.log.close()
         self.bar.close()
         kept = f"ckpt/last.pt holds step {self.saved_step}" if self.saved_step > 0 else "no checkpoint kept"
         raise GknetError(
-            f"training diverged: the loss is {float(loss)} at step {step} (epoch {self.epoch}); stopped, "
+            f"training diverged: the loss is {value} at step {step} (epoch {self.epoch}); stopped, "
             f"{kept}; lower train.lr ({self.cfg.train.lr:g}) or raise train.warmup_steps"
         )
 

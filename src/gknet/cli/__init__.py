@@ -59,7 +59,7 @@ def _warnings_as_lines(command: str):
     """Any warning not handled by the command itself becomes one plain line (no source line)."""
 
     def show(message, category, *_args, **_kwargs):
-        print(f"gknet {command}: warning: {message}", file=sys.stderr)
+        print(f"gknet {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
@@ -85,16 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         with _sigterm_as_interrupt(), _warnings_as_lines(args.command):
             return int(args.func(args) or 0)
     except GknetError as exc:
-        print(f"gknet {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"gknet {args.command}: error: {exc}")
         return 2
     except OSError as exc:  # the file system said no where no check foresaw it: still one line
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"gknet {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        _say(f"gknet {args.command}: error: {where}{exc.strerror or exc}")
         return 2
     except KeyboardInterrupt as exc:
         how = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
-        print(f"gknet {args.command}: interrupted ({how.name})", file=sys.stderr)
+        _say(f"gknet {args.command}: interrupted ({how.name})")
         return EXIT_INTERRUPTED[how]
+
+
+def _say(line: str) -> None:
+    """A line on stderr of its own, also when a progress bar was left mid-line."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def _warnings_as_lines(prefix: str = ""):
     from tqdm import tqdm
 
     def show(message, *_args, **_kwargs):
-        tqdm.write(f"{PROG}: warning: {prefix}{message}", file=sys.stderr)
+        tqdm.write(f"{PROG}: warning: {prefix}{' '.join(str(message).split())}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
