@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     add.add_argument("method", metavar="METHOD", help="method name shown in the scores, e.g. dovenet")
     add.add_argument("dir", metavar="DIR", help="folder of result images")
     add.add_argument("--db", default="studio.sqlite", help="study database (default: studio.sqlite)")
-    add.set_defaults(func=run_add)
+    add.set_defaults(func=run_add, command="study add")  # errors read "gknet study add: ..."
 
     scores = sub.add_parser(
         "scores",
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     scores.add_argument("--seed", type=integer(0), default=0, help="bootstrap seed (default: 0)")
     scores.add_argument("--plot", metavar="PNG", help="also write a bar chart of the scores to this file")
     scores.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
-    scores.set_defaults(func=run_scores)
+    scores.set_defaults(func=run_scores, command="study scores")
 
 
 def _open_db(path: str):

@@ -111,7 +111,14 @@ class StudySet:
     def _results_in(self, method: str) -> dict[str, Path]:
         """Image stem -> result file, for the study images that the folder has a servable result for."""
         matched = match_by_stem(self._roots[method]).matched
-        return {stem: paths[0] for stem, paths in matched.items() if stem in self.samples}
+        results = {stem: paths[0] for stem, paths in matched.items() if stem in self.samples}
+        for stem, path in list(results.items()):
+            try:
+                self._servable(method, path)
+            except UnavailableResult as exc:
+                LOG.warning("study: %s for %s left out of the study: %s (%s)", method, stem, exc, path)
+                del results[stem]
+        return results
 
     def _servable(self, method: str, path: Path) -> Path:
         """The real file behind a registered result: a regular file inside the method's folder."""
@@ -165,7 +172,10 @@ class StudySet:
             path = self.result(method, stem)
             return path.read_bytes() if method in self.methods else png_bytes(load_rgb(path))
         except (GknetError, OSError) as exc:
-            self._unavailable.add((method, stem))
+            # A built-in method fails for an unreadable composite: so would the other built-ins.
+            self._unavailable.update(
+                (name, stem) for name in (self.methods if method in self.methods else [method])
+            )
             LOG.warning("study: %s for %s left out of the study: %s", method, stem, exc)
             if isinstance(exc, UnavailableResult):
                 raise
