@@ -407,12 +407,10 @@ def test_outputs_are_checked_before_the_model_is_loaded(world, tmp_path, readonl
 
 
 def test_a_killed_harmonize_runs_temporaries_are_removed_by_the_next(world, tmp_path, capsys):
-    from gknet.atomic import temporary_path
-
     out = tmp_path / "out"
     out.mkdir()
-    stale = [temporary_path(out / "a.png"), temporary_path(out / "a_compare.jpg")]
-    kept = [temporary_path(out / "unrelated.png"), out / ".a.png.tmp"]
+    stale = [out / ".a.png.0123456789ab.tmp", out / ".a_compare.jpg.ba9876543210.tmp"]  # gknet.atomic's
+    kept = [out / ".unrelated.png.0123456789ab.tmp", out / ".a.png.tmp"]
     for path in stale + kept:
         path.write_bytes(b"partial")
     argv = [arg.format(w=world) for arg in [*H, *FOLDER, "--compare", "-o", str(out)]]

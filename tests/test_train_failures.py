@@ -13,7 +13,6 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from gknet.atomic import temporary_path
 from gknet.checkpoint import load_release, save_release
 from gknet.cli import main
 from gknet.config import to_dict
@@ -118,12 +117,10 @@ def test_the_next_run_removes_a_killed_runs_temporaries(config, tmp_path, capsys
     args = ["train", "--config", str(config), "--out", str(out), "--device", "cpu"]
     assert main([*args, "--set", "train.max_steps=2"]) == 0
     ckpt = out / "ckpt"
-    stale = [
-        temporary_path(ckpt / "last.pt"),
-        temporary_path(ckpt / "step_0000004.pt"),
-        temporary_path(out / "log.jsonl"),
-    ]
-    kept = [out / "notes.tmp", temporary_path(out / "someone_elses.txt")]
+    # What a run killed mid-write leaves: gknet.atomic's .NAME.<12 hex>.tmp files.
+    stale = [ckpt / ".last.pt.0123456789ab.tmp", ckpt / ".step_0000004.pt.ba9876543210.tmp"]
+    stale.append(out / ".log.jsonl.00000000abcd.tmp")
+    kept = [out / "notes.tmp", out / ".someone_elses.txt.0123456789ab.tmp"]
     for path in stale + kept:
         path.write_bytes(b"half a checkpoint")
     assert main([*args, "--resume", "auto", "--set", "train.max_steps=4"]) == 0
