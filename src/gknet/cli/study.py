@@ -67,11 +67,15 @@ def run_add(args) -> int:
 
 
 def run_scores(args) -> int:
+    from pathlib import Path
+
+    from gknet.atomic import remove_stale_temporaries
     from gknet.data.imageio import check_output_path, save_image_atomic
     from gknet.studio.bradley_terry import format_table, plot_scores, score_table
 
     if args.plot:
         check_output_path(args.plot, args.overwrite)  # before the bootstrap
+        remove_stale_temporaries(Path(args.plot).parent, [Path(args.plot).name])  # of a killed run
     votes = _open_db(args.db).votes()
     if not votes:
         print(f"no votes in {args.db} yet")

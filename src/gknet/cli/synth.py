@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preview and not args.output:
         raise GknetError("--preview needs -o GRID.png")
 
-    from gknet.atomic import check_writable
+    from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.data.imageio import check_output_path, save_image_atomic
     from gknet.data.synthetic import (
         SyntheticComposites,
@@ -55,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.preview:  # outputs first: the composites take a while
         check_output_path(args.output, args.overwrite)
+        remove_stale_temporaries(Path(args.output).parent, [Path(args.output).name])  # of a killed run
     if args.export:
         check_writable(Path(args.export) / "composites" / "x.png")
+        for folder in ("composites", "masks", "targets"):  # only the export writes there
+            remove_stale_temporaries(Path(args.export) / folder)
     dataset = SyntheticComposites(args.root, split=args.split, image_size=args.size, seed=args.seed)
     dataset.set_epoch(args.epoch)
     indices = spread_indices(len(dataset), args.n)
