@@ -83,7 +83,7 @@ class HostCheck:
         self.hosts = frozenset(hosts)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] in ("http", "websocket") and ANY_HOST not in self.hosts:
+        if scope["type"] == "http" and ANY_HOST not in self.hosts:  # the studio has no websockets
             header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
             if host_name(header) not in self.hosts:
                 message = "this studio does not answer for that host name (its --allow-host option adds one)"
