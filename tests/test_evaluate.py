@@ -10,6 +10,7 @@ from PIL import Image
 from gknet.baselines import reinhard
 from gknet.cli import main
 from gknet.data import IHarmony4
+from tests.conftest import ship_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MINI = SHARED / "examples" / "iharmony4_mini"
@@ -260,13 +261,12 @@ def test_trained_model_weights(tree, tmp_path):
 
 
 def test_bad_input_is_one_error_line(tree, tmp_path, capsys, monkeypatch):
-    import gknet.checkpoint
-
-    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    ship_weights(monkeypatch, tmp_path / "shipped")  # an installation that lost its weights file
     cases = [
         (["--data-root", tree, "--baseline", "poisson"], "unknown baseline 'poisson'; valid: composite"),
-        (["--data-root", tree, "--weights", "default"], "no default weights shipped yet"),
+        (["--data-root", tree, "--weights", "default"], "shipped weights 'gknet_small' are missing"),
         (["--data-root", tree, "--weights", tmp_path / "x.safetensors"], "weights file not found"),
+        (["--data-root", tree, "--weights", "gknet_huge"], "(shipped names: gknet_small)"),
         (["--baseline", "composite"], "no data"),
         (["--data-root", tree, "--masks", tmp_path, "--baseline", "composite"], "either --data-root"),
         (["--composites", tmp_path, "--baseline", "composite"], "needs all of"),

@@ -102,9 +102,15 @@ def test_ablation_switches_change_modules():
     assert all(isinstance(b.fusion, ConcatFusion) for b in no_scf.kpb)
     full = build_model(tiny_config())
     assert all(isinstance(b.fusion, SCF) for b in full.kpb) and full.lre is not None
-    _, inter = full(*inputs(), return_intermediates=True)
-    assert [k.shape[1:3] for k in inter["kernels"]] == [(16, 9), (8, 9)]
-    assert len(inter["lre_attention"]) == 2
+    x, m = inputs()
+    with torch.no_grad():
+        inter = full.eval().trace(x, m)
+        assert torch.equal(inter.output, full(x, m))  # the same pass as forward
+    assert [(k.kernels.shape[1:3], k.stride) for k in inter.kernels] == [((16, 9), 2), ((8, 9), 1)]
+    assert [(s.features.shape[1], s.stride) for s in inter.scf] == [(16, 2), (8, 1)]
+    assert len(inter.lre_attention) == 2 and inter.lre_grid == (16, 20) and inter.lre_stride == 2
+    assert [f.shape[1] for f in inter.encoder] == [8, 16] and [d.shape[1] for d in inter.decoder] == [16, 8]
+    assert inter.size == (32, 40) and torch.equal(inter.output, inter.prediction * m + (1 - m) * x)
 
 
 def test_kernels_change_the_output():

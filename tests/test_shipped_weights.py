@@ -3,7 +3,7 @@
 import torch
 
 from gknet import Harmonizer
-from gknet.checkpoint import DEFAULT_WEIGHTS, load_release
+from gknet.checkpoint import load_release, weights_path
 from gknet.config import load_config
 from gknet.data.synthetic import SyntheticComposites
 from gknet.metrics import image_metrics
@@ -11,11 +11,15 @@ from tests.conftest import REPO, require_shared
 
 
 def test_shipped_weights_exist_and_load_strictly():
-    assert DEFAULT_WEIGHTS.is_file(), f"the release weights are missing: {DEFAULT_WEIGHTS}"
-    assert DEFAULT_WEIGHTS.stat().st_size + DEFAULT_WEIGHTS.with_suffix(".json").stat().st_size < 20e6
-    _, model_cfg, _ = load_release(DEFAULT_WEIGHTS)  # strict: raises on any missing or unexpected tensor
+    path = weights_path("gknet_small")  # raises if the file is missing
+    assert path.stat().st_size + path.with_suffix(".json").stat().st_size < 20e6
+    _, model_cfg, _ = load_release(path)  # strict: raises on any missing or unexpected tensor
     # the config that reproduces them (MODEL_CARD.md) describes exactly this architecture
-    assert load_config(REPO / "configs" / "gknet_small.yaml").model == model_cfg
+    recipe = load_config(REPO / "configs" / "gknet_small.yaml")
+    assert recipe.model == model_cfg
+    # ... and the release describes how it runs: 256 px network pass, trained at the recipe's size
+    settings = Harmonizer.from_pretrained().settings
+    assert settings.resolution == 256 and settings.train_size == recipe.train.image_size
 
 
 def test_shipped_weights_improve_fixed_validation_composites(one_thread):

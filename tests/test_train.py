@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gknet.checkpoint import load_release
+from gknet.checkpoint import inference_config, load_release
 from gknet.cli import main as cli_main
 from gknet.config import Config, TrainConfig
 from gknet.losses import fn_mse_loss
@@ -20,7 +20,7 @@ from gknet.train import epoch_batches, lr_factor, train
 from gknet.train_state import load_state, restore_rng_states, rng_states
 from gknet.training_data import build_datasets
 from gknet.training_log import ema, read_log
-from tests.conftest import require_shared, tiny_config
+from tests.conftest import require_shared, ship_weights, tiny_config
 from tests.train_helpers import GKNET, tiny_train_config, write_triplet_folder
 
 
@@ -154,6 +154,7 @@ def test_train_writes_logs_checkpoints_and_exports(tmp_path):
     assert model_cfg == cfg.model and meta["step"] == best["step"] and meta["config_name"] == "tiny"
     best_weights = load_state(ckpt / "best.pt")["model"]
     assert all(torch.equal(v, best_weights[k]) for k, v in released.state_dict().items())
+    assert inference_config(tmp_path / "model.safetensors").train_size == cfg.train.image_size
 
     assert cli_main(["plot-log", str(out / "log.jsonl"), "-o", str(tmp_path / "curves.png")]) == 0
     with Image.open(tmp_path / "curves.png") as png:
@@ -204,7 +205,7 @@ def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
     torch.manual_seed(123)  # weights no seed-0 initialisation would produce
     source = build_model(cfg.model)
     release = save_release(source, cfg.model, tmp_path / "start.safetensors")
-    monkeypatch.setattr("gknet.checkpoint.DEFAULT_WEIGHTS", release)
+    ship_weights(monkeypatch, tmp_path / "shipped", release)
 
     for weights in (str(release), "default"):
         tuned = replace(cfg, train=replace(cfg.train, init_weights=weights))

@@ -123,6 +123,51 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Normalization:
+    """Per-channel statistics the model normalises its [0, 1] input with (ImageNet's by default)."""
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if not all(s > 0 for s in self.std):
+            raise ConfigError(f"normalization.std must be positive, got {self.std}")
+
+
+@dataclass(frozen=True)
+class FullResConfig:
+    """Full-resolution colour transfer (:mod:`gknet.fullres`): local affine maps fitted at low resolution."""
+
+    radius: int = 2  # fit window (2r+1)^2 low-resolution pixels
+    eps: float = 1e-4  # ridge towards the identity map
+    weight_power: int = 8  # fit weight alpha**power: mask-edge pixels count far less
+
+    def __post_init__(self) -> None:
+        if self.radius < 1 or self.eps <= 0 or self.weight_power < 1:
+            raise ConfigError(
+                f"fullres needs radius >= 1, eps > 0 and weight_power >= 1, got {self.radius}, "
+                f"{self.eps} and {self.weight_power}"
+            )
+
+
+MIN_RESOLUTION = 16
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How release weights run on users' images: the ``inference`` section of a release's JSON."""
+
+    resolution: int = 256  # network pass: the whole image resized to resolution x resolution
+    train_size: int = 0  # image size the weights were trained at (0 = not recorded); informative
+    normalization: Normalization = field(default_factory=Normalization)
+    fullres: FullResConfig = field(default_factory=FullResConfig)
+
+    def __post_init__(self) -> None:
+        if self.resolution < MIN_RESOLUTION:
+            raise ConfigError(f"inference.resolution must be >= {MIN_RESOLUTION}, got {self.resolution}")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -72,39 +72,21 @@ T2_KEYS, T2_RATIOS = ("mse", "fmse"), ("mse_ratio", "fmse_ratio")
 KEY_LABELS = {"psnr": "PSNR↑", "mse": "MSE↓", "fmse": "fMSE↓"}
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GknetError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GknetError("--device cuda requested but CUDA is not available (use --device cpu or auto)")
-    if device.type not in ("cpu", "cuda"):
-        raise GknetError(f"unsupported device {name!r}; use auto, cpu or cuda")
-    return device
-
-
 def load_method(
     baseline: str | None = None, weights: str | None = None, device: str | torch.device = "cpu"
 ) -> tuple[Method, str]:
-    """(method, name) for a baseline name, a release weights path, or ``weights="default"``.
+    """(method, name) for a baseline name, or release weights (a shipped name or a path).
 
-    A model is returned in eval mode on ``device``.
+    Weights are run through :class:`gknet.harmonizer.Harmonizer`, exactly as users run them.
     """
     if (baseline is None) == (weights is None):
         raise GknetError("choose exactly one of a baseline or weights")
     if baseline is not None:
         return get_baseline(baseline), baseline
-    from gknet.checkpoint import load_release, weights_path
+    from gknet.harmonizer import Harmonizer
 
-    path = weights_path(weights)
-    if weights == "default" and not path.exists():
-        raise GknetError(f"no default weights shipped yet ({path}); pass --weights PATH or --baseline NAME")
-    model, _cfg, meta = load_release(path, map_location=device)
-    return model.to(device).eval(), str((meta or {}).get("name") or path.stem)
+    harmonizer = Harmonizer.from_pretrained(weights, device=device)
+    return harmonizer.harmonize_tensor, harmonizer.name
 
 
 def prepare_images(

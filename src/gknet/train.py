@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from gknet.atomic import write_atomic
-from gknet.config import Config, ConfigError, from_dict, to_dict
+from gknet.config import Config, ConfigError, InferenceConfig, from_dict, to_dict
+from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
 from gknet.metrics import image_metrics
@@ -58,22 +59,6 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA if present, else CPU; explicit CUDA requests fail clearly without a GPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise GknetError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GknetError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-    return dev
 
 
 def init_distributed(device: torch.device) -> Dist:
@@ -489,4 +474,5 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: boo
         "train": to_dict(cfg.train),
         "data": to_dict(cfg.data),
     }
-    return save_release(model, cfg.model, output, meta=meta)
+    inference = InferenceConfig(train_size=cfg.train.image_size, normalization=model.normalization)
+    return save_release(model, cfg.model, output, meta=meta, inference=inference)

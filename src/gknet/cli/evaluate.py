@@ -27,7 +27,9 @@ def register(subparsers) -> None:
     data.add_argument("--masks", metavar="DIR", help="folder of foreground masks")
     data.add_argument("--targets", metavar="DIR", help="folder of ground-truth images")
     method = p.add_mutually_exclusive_group(required=True)
-    method.add_argument("--weights", metavar="PATH", help="release .safetensors file, or 'default'")
+    method.add_argument(
+        "--weights", metavar="NAME|PATH", help="shipped weights (gknet_small, default) or a release file"
+    )
     method.add_argument("--baseline", metavar="NAME", help="composite, reinhard or histogram")
     p.add_argument("--limit", type=int, metavar="K", help="evaluate only the first K images of each subset")
     p.add_argument("--out", metavar="DIR", help="output folder (default: outputs/evaluate/<method>)")
@@ -75,7 +77,8 @@ def _dataset(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gknet.evaluate import evaluate, load_method, resolve_device, write_outputs
+    from gknet.device import resolve_device
+    from gknet.evaluate import evaluate, load_method, write_outputs
 
     device = resolve_device(args.device)
     dataset, source = _dataset(args)

@@ -27,10 +27,15 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (folder in folder mode)")
     p.add_argument("--composites", metavar="DIR", help="folder mode: folder of composites")
     p.add_argument("--masks", metavar="DIR", help="folder mode: folder of masks, paired by file stem")
-    p.add_argument("--weights", default="default", metavar="PATH", help="release .safetensors or 'default'")
+    p.add_argument(
+        "--weights",
+        default="default",
+        metavar="NAME|PATH",
+        help="shipped weights (default: gknet_small) or a release .safetensors file",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument(
-        "--resolution", type=int, default=256, help="size of the network pass in pixels (default: 256)"
+        "--resolution", type=int, help="size of the network pass in pixels (default: the weights' setting)"
     )
     p.add_argument(
         "--threshold",
@@ -86,7 +91,7 @@ def _harmonize_file(harmonizer, composite: Path, mask: Path, out: Path, args: ar
 
 @contextlib.contextmanager
 def _warnings_as_lines(prefix: str = ""):
-    """Show every warning (untrained model, empty mask) as one plain line, repeats included."""
+    """Show every warning (e.g. an empty mask) as one plain line, repeats included."""
     import warnings
 
     from tqdm import tqdm
@@ -143,10 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
     with _warnings_as_lines():
-        if args.weights == "default":
-            harmonizer = Harmonizer.from_pretrained(args.resolution, args.device)
-        else:
-            harmonizer = Harmonizer.from_file(args.weights, args.resolution, args.device)
+        harmonizer = Harmonizer.from_pretrained(args.weights, resolution=args.resolution, device=args.device)
         if folder_mode:
             return _harmonize_folder(harmonizer, args)
         composite, mask, out = Path(args.composite), Path(args.mask), Path(args.output)

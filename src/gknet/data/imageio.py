@@ -131,3 +131,19 @@ def to_tensor_image(img: Image.Image):
     arr = np.asarray(img, dtype=np.float32) / 255.0
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def to_uint8_array(chw) -> np.ndarray:
+    """Float tensor [C, H, W] in [0, 1] -> H x W x C uint8 array, rounded to the nearest level.
+
+    The one tensor-to-image conversion (the inverse of :func:`to_tensor_image`).
+    """
+    import torch
+
+    return (chw.detach().float() * 255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def to_pil_image(chw) -> Image.Image:
+    """Float tensor [3, H, W] (-> RGB) or [1, H, W] (-> L) in [0, 1] -> PIL image."""
+    arr = to_uint8_array(chw)
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)

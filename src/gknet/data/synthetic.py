@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 
 from gknet.color import lab_to_rgb, rgb_to_lab
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
-from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_tensor_image
+from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
 from gknet.errors import GknetError
 
 FAMILIES = (
@@ -443,9 +443,7 @@ class SyntheticComposites(torch.utils.data.Dataset):
 
 
 def _tile(x: torch.Tensor) -> Image.Image:
-    arr = (x.clamp(0, 1) * 255).round().byte()
-    arr = arr.expand(3, -1, -1) if arr.shape[0] == 1 else arr
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
+    return to_pil_image(x.expand(3, -1, -1) if x.shape[0] == 1 else x)
 
 
 def preview_grid(dataset: SyntheticComposites, indices: Sequence[int]) -> Image.Image:
@@ -507,6 +505,5 @@ def export_triplets(dataset: SyntheticComposites, out_dir: str | Path, overwrite
     for index in tqdm(range(len(dataset)), desc="export", unit="img"):
         item = dataset[index]
         for folder, key in (("composites", "composite"), ("masks", "mask"), ("targets", "target")):
-            pixels = (item[key] * 255).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
-            save_image_atomic(Image.fromarray(pixels), out_dir / folder / f"{item['name']}.png", overwrite)
+            save_image_atomic(to_pil_image(item[key]), out_dir / folder / f"{item['name']}.png", overwrite)
     return len(dataset)
