@@ -6,10 +6,11 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
+from gknet.data.split import is_validation
 from gknet.data.synthetic import (
     FAMILIES,
     SyntheticComposites,
-    is_validation,
+    list_photos,
     perturb_foreground,
 )
 from gknet.errors import GknetError
@@ -78,6 +79,15 @@ def test_split_is_a_seeded_name_hash():
     u = int.from_bytes(hashlib.sha1(f"7:{name}".encode()).digest()[:8], "big") / 2**64
     assert is_validation(name, 7, 0.1) == (u < 0.1)
     assert is_validation(name, 7, u + 1e-9) and not is_validation(name, 7, u - 1e-9)
+
+
+def test_the_shared_photos_keep_their_validation_split():
+    """The shipped weights were selected on these 201 photos: the split must never move."""
+    names = list_photos(require_shared("data", "photos"))
+    val = [n for n in names if is_validation(n, 0, 0.1)]
+    assert len(names) == 1999 and len(val) == 201
+    assert val[:3] == ["image_100022", "image_100261", "image_100285"]
+    assert hashlib.sha1(",".join(val).encode()).hexdigest() == "a70b315079f5a0ce01ca10be73a10c44a45b5c1f"
 
 
 def _photos():

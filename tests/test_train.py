@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from gknet.checkpoint import inference_config, load_release
 from gknet.cli import main as cli_main
 from gknet.config import Config, TrainConfig
+from gknet.data.split import is_validation
 from gknet.losses import fn_mse_loss
 from gknet.models import build_model
 from gknet.train import epoch_batches, lr_factor, train
@@ -103,6 +104,9 @@ def test_folder_datasets_split_and_items(tmp_path):
     fit_names = {fit[i]["name"] for i in range(len(fit))}
     val_names = {val[i]["name"] for i in range(len(val))}
     assert fit_names.isdisjoint(val_names) and len(fit_names | val_names) == 16 and val_names
+    # the one split rule of every source (gknet.data.split), as for the synthetic photos
+    held_out = {n for n in fit_names | val_names if is_validation(n, cfg.data.seed, cfg.data.val_fraction)}
+    assert val_names == held_out
     item = fit[0]
     assert item["composite"].shape == (3, 32, 32) and item["mask"].shape == (1, 32, 32)
     assert set(item["mask"].unique().tolist()) <= {0.0, 1.0}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from gknet.atomic import write_atomic
+from gknet.atomic import publish_copy, write_atomic
 from gknet.config import Config, ConfigError, InferenceConfig, from_dict, to_dict
 from gknet.device import resolve_device
 from gknet.errors import GknetError
@@ -130,17 +129,6 @@ def validate(
         count += len(composite)
     model.train(was_training)
     return {k: v / max(count, 1) for k, v in sums.items()}
-
-
-def _publish(src: Path, dst: Path) -> None:
-    """Make ``dst`` an atomic copy of ``src`` (a hard link where the filesystem allows)."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
@@ -311,7 +299,7 @@ class _Trainer:
             last = ckpt / "last.pt"
             if periodic:
                 step_path = save_state(self._state(), ckpt / f"step_{self.step:07d}.pt")
-                _publish(step_path, last)
+                publish_copy(step_path, last)
             else:
                 save_state(self._state(), last)
         self.dist.barrier()

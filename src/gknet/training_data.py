@@ -12,15 +12,15 @@ Sources (``data.source``):
 - ``synthetic``: :class:`gknet.data.synthetic.SyntheticComposites` over photos + masks
   under ``data.root``; it has its own fixed train/validation split.
 - ``iharmony4``: the benchmark's *train* lists of ``data.subsets`` under ``data.root``;
-  ``data.val_fraction`` of them (chosen by a seeded hash of the name) is held out for
-  validation, so the benchmark's test split stays untouched.
+  ``data.val_fraction`` of them (chosen by :func:`gknet.data.split.is_validation` on
+  ``subset/name``, the rule of the synthetic photos) is held out for validation, so the
+  benchmark's test split stays untouched.
 - ``folder``: ``data.root/{composites,masks,targets}`` paired by file stem, split like
   iHarmony4.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +31,8 @@ from gknet.config import DataConfig, TrainConfig
 from gknet.data.augment import random_resized_crop_flip, resize_triplet
 from gknet.data.imageio import to_tensor_image
 from gknet.data.samples import SampleDataset
+from gknet.data.split import is_validation
 from gknet.errors import GknetError
-
-
-def is_validation_name(name: str, seed: int, val_fraction: float) -> bool:
-    """Seeded hash split: the same name always lands on the same side for a given seed."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
 def triplet_item(images: list[Image.Image], name: str) -> dict:
@@ -94,7 +89,7 @@ def _split_samples(samples: SampleDataset, data: DataConfig, train: TrainConfig,
         path, message = samples.problems[0]
         raise GknetError(f"{len(samples.problems)} unusable file(s) under {root}, e.g. {path}: {message}")
     names = [s.name if s.subset == "folder" else f"{s.subset}/{s.name}" for s in samples]
-    val = [i for i, n in enumerate(names) if is_validation_name(n, data.seed, data.val_fraction)]
+    val = [i for i, n in enumerate(names) if is_validation(n, data.seed, data.val_fraction)]
     held_out = set(val)
     fit = [i for i in range(len(samples)) if i not in held_out]
     if data.val_size:

@@ -18,7 +18,6 @@ The composite equals the target exactly outside the (binary) mask.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from PIL import Image, ImageDraw
 from gknet.color import lab_to_rgb, rgb_to_lab
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
 from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
+from gknet.data.split import is_validation, unit_hash
 from gknet.errors import GknetError
 
 FAMILIES = (
@@ -301,16 +301,6 @@ MAX_FG_IN_CROP = 0.95  # ... and some background to harmonize against
 _CROP_ATTEMPTS = 10
 
 
-def _unit_hash(text: str) -> float:
-    """Uniform number in [0, 1) from a string, identical on every machine and Python run."""
-    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big") / 2.0**64
-
-
-def is_validation(name: str, seed: int, val_fraction: float) -> bool:
-    """The fixed split: a photo is in validation when its seeded name hash is below ``val_fraction``."""
-    return _unit_hash(f"{seed}:{name}") < val_fraction
-
-
 def list_photos(root: str | Path) -> list[str]:
     """Names (file stems) of the photos in ``root/images`` that have a ``root/masks/NAME.png``."""
     root = Path(root)
@@ -371,7 +361,7 @@ class SyntheticComposites(torch.utils.data.Dataset):
 
     def _rng(self, index: int) -> np.random.Generator:
         if self.split == "val":
-            return np.random.default_rng([self.seed, int(_unit_hash(self.names[index]) * 2**32)])
+            return np.random.default_rng([self.seed, int(unit_hash(self.names[index]) * 2**32)])
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def _image_path(self, name: str) -> Path:
