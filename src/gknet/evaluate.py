@@ -290,6 +290,24 @@ def _paper_columns(numbers: dict, keys: tuple[str, ...]) -> dict:
     return {col: dict(zip(keys, values, strict=True)) for col, values in numbers.items()}
 
 
+def _other_subsets(results: dict) -> list[str]:
+    """Report lines for subsets outside Table 1's four (e.g. RainNet_examples), in Table 1's layout."""
+    names = [name for name in results["subsets"] if name not in TABLE1_COLUMNS]
+    if not names:
+        return []
+
+    def groups(summary: dict) -> dict:
+        return {name: summary["subsets"].get(name) for name in names}
+
+    rows = [_row("composite (measured)", groups(results["composite"]), T1_KEYS)]
+    if results["method"] != "composite":
+        rows.append(_row(f"{results['method']} (measured)", groups(results), T1_KEYS))
+        ratios = groups(results["ratio_to_composite"])
+        rows.append(_row(f"{results['method']} / composite (measured)", ratios, T1_RATIOS, ratios=True))
+    header = ["Method"] + [f"{name} {KEY_LABELS[k]}" for name in names for k in T1_KEYS]
+    return ["## Other subsets (not in the paper)", "", _table(header, rows), ""]
+
+
 def render_report(results: dict) -> str:
     """report.md: Tables 1 and 2 in the paper's layout, paper rows beside measured ones."""
     method = results["method"]
@@ -325,6 +343,7 @@ def render_report(results: dict) -> str:
         header = ["Method"] + [f"{col} {KEY_LABELS[k]}" for col in columns for k in keys]
         tables.append(_table(header, rows))
 
+    others = _other_subsets(results)
     counts = ", ".join(f"{k} {v['n']}" for k, v in results["subsets"].items()) or "none"
     bucket_counts = ", ".join(f"{b}% {results['fg_ratio'][b]['n']}" for b in TABLE2_COLUMNS)
     proto = results["protocol"]
@@ -344,6 +363,7 @@ def render_report(results: dict) -> str:
         "",
         tables[0],
         "",
+        *others,
         "## Table 2: foreground ratio",
         "",
         f"Images per bucket: {bucket_counts}. The paper's Table 2 has no Composite or iDIH-HRNet row; "

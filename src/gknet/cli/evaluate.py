@@ -20,7 +20,7 @@ def register(subparsers) -> None:
         "--subsets",
         nargs="+",
         metavar="NAME",
-        help="HCOCO HAdobe5k HFlickr Hday2night (default: all present)",
+        help="e.g. HCOCO HAdobe5k HFlickr Hday2night RainNet_examples (default: every listed subset)",
     )
     data.add_argument("--split", default="test", choices=("train", "test"), help="default: test")
     data.add_argument("--composites", metavar="DIR", help="folder of composites (paired by file stem)")
