@@ -94,6 +94,10 @@ class DataConfig:
     val_size: int = 0  # validation images used during training; 0 = the whole split
     seed: int = 0
     workers: int = 0
+    # Real composites with ground truth in the iHarmony4 layout (never trained on): scored at every
+    # validation, and the best checkpoint is the one with the lowest mean fMSE ratio on them.
+    real_val: str = ""
+    real_val_subsets: tuple[str, ...] = ("HAdobe5k", "HFlickr", "Hday2night")
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):
