@@ -80,7 +80,10 @@ def test_outside_mask_unchanged_and_zero_mask_identity():
 
 
 def test_every_parameter_gets_a_gradient():
-    for cfg in (tiny_config(), tiny_config(use_scf=False), tiny_config(lre_pos="learned")):
+    variants = (
+        tiny_config(), tiny_config(use_scf=False), tiny_config(lre_pos="learned"), tiny_config(use_s2am=True)
+    )
+    for cfg in variants:
         model = build_model(cfg).train()
         x, m = inputs()
         target = torch.rand_like(x)

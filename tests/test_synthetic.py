@@ -6,13 +6,9 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
+from gknet.data.perturbations import FAMILIES, SCENE_FAMILIES, IlluminationMaps, perturb_foreground
 from gknet.data.split import is_validation
-from gknet.data.synthetic import (
-    FAMILIES,
-    SyntheticComposites,
-    list_photos,
-    perturb_foreground,
-)
+from gknet.data.synthetic import SyntheticComposites, list_photos
 from gknet.errors import GknetError
 from tests.conftest import require_shared
 
@@ -31,8 +27,12 @@ def _scene(size=48, seed=0):
 def test_each_family_changes_the_foreground_only(family):
     image, mask = _scene()
     fg = mask[0] > 0.5
+    maps = None
+    if family == "illuminant":
+        maps = IlluminationMaps(require_shared("data", "illumination_maps", "ccharmony_polynomial_maps.npz"))
     for seed in range(4):
-        composite, info = perturb_foreground(image, mask, np.random.default_rng(seed), families=[family])
+        rng = np.random.default_rng(seed)
+        composite, info = perturb_foreground(image, mask, rng, families=[family], illuminants=maps)
         assert info["families"] == [family]
         assert torch.equal(composite[:, ~fg], image[:, ~fg])
         change = (composite - image).abs()[:, fg].mean().item()
@@ -44,7 +44,7 @@ def test_color_transfer_moves_towards_the_reference():
     image, mask = _scene()
     fg = mask[0] > 0.5
     reference = torch.tensor([0.1, 0.2, 0.6]).view(3, 1, 1).expand(3, 8, 8) + 0.05 * torch.rand(3, 8, 8)
-    composite, _ = perturb_foreground(image, mask, np.random.default_rng(0), reference, ["color_transfer"])
+    composite, _ = perturb_foreground(image, mask, np.random.default_rng(0), reference, ["lab_transfer"])
     before = (image[:, fg].mean(1) - reference.mean((1, 2))).abs().sum()
     after = (composite[:, fg].mean(1) - reference.mean((1, 2))).abs().sum()
     assert after < 0.7 * before
@@ -185,3 +185,53 @@ def test_export_writes_lossless_pairs_that_evaluate_reads(tmp_path):
         assert np.array_equal(np.asarray(mask) > 127, item["mask"][0].numpy() > 0.5)
     with pytest.raises(GknetError, match="exists"):
         export_triplets(ds, tmp_path)
+
+
+def test_references_never_cross_the_split(monkeypatch):
+    val = SyntheticComposites(_photos(), "val", image_size=32, limit=12)
+    loaded = []
+    original = SyntheticComposites._load
+
+    def spy(self, name):
+        loaded.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(SyntheticComposites, "_load", spy)
+    train_names = set(SyntheticComposites(_photos(), "train").names)
+    for i in range(len(val)):
+        val.sample(i)
+    assert len(loaded) == 2 * len(val)  # the photo and one reference each
+    assert set(loaded) <= set(val.pool) and not set(loaded) & train_names
+
+
+def test_dataset_mixes_object_and_scene_edits():
+    ds = SyntheticComposites(_photos(), "train", image_size=32, limit=40)
+    assert ds.illuminants is not None  # found beside the photos: ../illumination_maps
+    modes, families = set(), set()
+    for i in range(len(ds)):
+        item, info = ds.sample(i)
+        _check_item(item, 32)
+        modes.add(info["mode"])
+        families |= set(info["object"]["families"] if info["object"] else [])
+        if info["mode"] == "object":
+            assert info["scene"] is None
+        else:
+            assert set(info["scene"]["families"]) <= set(SCENE_FAMILIES)
+    assert modes == {"object", "scene", "both"}
+    assert len(families) >= 6
+
+
+def test_illumination_maps_option(tmp_path):
+    assert SyntheticComposites(_photos(), "val", illumination_maps=False).illuminants is None
+    with pytest.raises(GknetError, match="not found"):
+        SyntheticComposites(_photos(), "val", illumination_maps=tmp_path / "none.npz")
+    # a photo folder without maps beside it: the illuminant family is left out, nothing fails
+    for sub in ("images", "masks"):
+        (tmp_path / "photos" / sub).mkdir(parents=True)
+    Image.new("RGB", (16, 16), (120, 90, 60)).save(tmp_path / "photos" / "images" / "a.jpg")
+    mask = Image.new("L", (16, 16))
+    mask.paste(255, (4, 4, 12, 12))
+    mask.save(tmp_path / "photos" / "masks" / "a.png")
+    ds = SyntheticComposites(tmp_path / "photos", "train", image_size=16, val_fraction=1e-9)
+    assert ds.illuminants is None
+    _check_item(ds[0], 16)

@@ -22,7 +22,7 @@ from gknet.train_state import load_state, restore_rng_states, rng_states
 from gknet.training_data import build_datasets
 from gknet.training_log import ema, read_log
 from tests.conftest import require_shared, ship_weights, tiny_config
-from tests.train_helpers import GKNET, tiny_train_config, write_triplet_folder
+from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder
 
 
 class ItemList(Dataset):
@@ -136,7 +136,7 @@ def test_train_writes_logs_checkpoints_and_exports(tmp_path):
     assert set(train_records[0]) == {"step", "epoch", "loss", "lr", "img_per_s", "time"}
     best = min(val_records, key=lambda r: r["val"]["fmse"])
     assert load_state(ckpt / "best.pt")["step"] == best["step"]
-    assert result["best_fmse"] == pytest.approx(best["val"]["fmse"])
+    assert result["best_score"] == pytest.approx(best["val"]["fmse"]) and result["select_on"] == "val.fmse"
     assert result["val"] == val_records[-1]["val"]
 
     # Validation numbers are the evaluator's metrics of the saved model on the validation split.
@@ -228,3 +228,39 @@ def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
     other = replace(cfg, model=replace(cfg.model, kernel_size=5))
     with pytest.raises(GknetError, match="another architecture"):
         train(replace(other, train=replace(other.train, init_weights=str(release))), tmp_path / "bad")
+
+
+def test_real_validation_selects_the_best_checkpoint(tmp_path):
+    import dataclasses
+
+    from gknet.data.iharmony4 import IHarmony4
+    from gknet.evaluate import evaluate
+    from gknet.training_data import RealValidation
+
+    real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 3, "Hday2night": 2})
+    root = write_triplet_folder(tmp_path / "data", count=12, size=40)
+    cfg = tiny_train_config(root, max_steps=6, val_every=2, ckpt_every=3)
+    data = dataclasses.replace(cfg.data, real_val=str(real), real_val_subsets=("HFlickr", "Hday2night"))
+    cfg = dataclasses.replace(cfg, data=data)
+    result = train(cfg, tmp_path / "run")
+    _, val_records = read_log(tmp_path / "run" / "log.jsonl")
+    assert [r["step"] for r in val_records] == [2, 4, 6]
+    for record in val_records:
+        assert set(record["real_val"]) == {"HFlickr", "Hday2night", "score"}
+        ratios = [record["real_val"][s]["fmse_ratio"] for s in ("HFlickr", "Hday2night")]
+        assert record["real_val"]["score"] == pytest.approx(sum(ratios) / 2)
+    best = min(val_records, key=lambda r: r["real_val"]["score"])
+    best_state = load_state(tmp_path / "run" / "ckpt" / "best.pt")
+    assert best_state["step"] == best["step"] and best_state["select_on"] == "real_val.score"
+    assert result["best_score"] == pytest.approx(best["real_val"]["score"])
+
+    # The training-time numbers are the evaluator's, per subset, for the same model.
+    model = build_model(cfg.model)
+    model.load_state_dict(best_state["model"])
+    model.eval()
+    scored = RealValidation(real, ("HFlickr", "Hday2night"), size=32)(model, torch.device("cpu"))
+    run = evaluate(model, IHarmony4(real, ["HFlickr", "Hday2night"]), "m", size=32, progress=False)
+    for subset in ("HFlickr", "Hday2night"):
+        rows = [r for r in run.rows if r["subset"] == subset]
+        for key in ("fmse", "mse", "psnr", "composite_fmse"):
+            assert scored[subset][key] == pytest.approx(np.mean([r[key] for r in rows]), rel=1e-5), key

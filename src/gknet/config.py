@@ -38,6 +38,11 @@ class ModelConfig:
     kpb_levels: int = 4
     kernel_size: int = 3  # N, the harmony kernel is N x N per channel and pixel
     scf_groups: int = 8  # n in Eq. 2; each width must be divisible by it (m = C / n)
+    # S2AM attention blocks (Cun and Pun 2020) in the finest ``s2am_levels`` decoder steps: the
+    # paper's backbone is a "U-Net with attention blocks [8]" (Sec. 3.1).
+    use_s2am: bool = False
+    s2am_levels: int = 1  # iS2AM attends in its last (finest) decoder step only
+    s2am_mid_k: float = 0.5  # width of S2AM's learning block relative to its input (iS2AM: 0.5-2)
     # Ablation switches (paper Table 4).
     use_kpb: bool = True
     use_lre: bool = True
@@ -61,6 +66,13 @@ class ModelConfig:
             raise ConfigError(
                 f"model.kpb_levels must be between 1 and {len(self.widths)}, got {self.kpb_levels}"
             )
+        if not 1 <= self.s2am_levels < len(self.widths):
+            raise ConfigError(
+                f"model.s2am_levels must be between 1 and {len(self.widths) - 1} (decoder steps), "
+                f"got {self.s2am_levels}"
+            )
+        if not self.s2am_mid_k > 0:
+            raise ConfigError(f"model.s2am_mid_k must be positive, got {self.s2am_mid_k}")
         if (self.use_lre or self.use_scf) and not self.use_kpb:
             raise ConfigError("model.use_lre and model.use_scf need model.use_kpb (paper Table 4)")
         if self.use_lre:
@@ -82,6 +94,10 @@ class DataConfig:
     val_size: int = 0  # validation images used during training; 0 = the whole split
     seed: int = 0
     workers: int = 0
+    # Real composites with ground truth in the iHarmony4 layout (never trained on): scored at every
+    # validation, and the best checkpoint is the one with the lowest mean fMSE ratio on them.
+    real_val: str = ""
+    real_val_subsets: tuple[str, ...] = ("HAdobe5k", "HFlickr", "Hday2night")
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -128,3 +129,64 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
         samples = FolderDataset(root / "composites", root / "masks", root / "targets")
     return _split_samples(samples, data, train, root)
 
+
+
+class RealValidation:
+    """Real composites with ground truth (an iHarmony4-layout folder), scored as the evaluator does.
+
+    Synthetic validation only tells whether a model learns; real composites decide which
+    checkpoint is best. The images are loaded and resized once (evaluation protocol, 256 px),
+    and every call scores the model on all of them. ``score`` is the mean over subsets of the
+    model's fMSE as a ratio to the composite's (lower is better; 1 = no change).
+    """
+
+    def __init__(self, root: str | Path, subsets: tuple[str, ...], size: int = 256):
+        from gknet.data.iharmony4 import IHarmony4
+        from gknet.evaluate import prepare_images
+
+        samples = IHarmony4(root, list(subsets), split="test")
+        if samples.problems:
+            path, message = samples.problems[0]
+            raise GknetError(f"real validation set {root}: {path}: {message}")
+        prepared = []
+        for sample in samples:
+            composite, mask, target = sample.load()
+            if target is None:
+                raise GknetError(f"real validation set {root}: no target for {sample.composite}")
+            prepared.append(prepare_images(composite, mask, target, size))
+        if not prepared:
+            raise GknetError(f"real validation set {root} lists no images for {', '.join(subsets)}")
+        self.composite, self.mask, self.target = (torch.stack(t) for t in zip(*prepared, strict=True))
+        self.subsets = [s.subset for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.subsets)
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, device: torch.device, batch_size: int = 8) -> dict:
+        """``{subset: {"mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, ..., "score"}``."""
+        from gknet.metrics import image_metrics
+
+        was_training = model.training
+        model.eval()
+        rows = []
+        for start in range(0, len(self), batch_size):
+            comp, fg, tgt = (t[start : start + batch_size] for t in (self.composite, self.mask, self.target))
+            comp255, tgt255 = comp.float(), tgt.float()
+            out = model((comp255 / 255).to(device), fg.float().to(device)).float().cpu()
+            scores = image_metrics(out * 255, tgt255, fg)
+            anchor = image_metrics(comp255, tgt255, fg)
+            columns = (scores["mse"], scores["fmse"], scores["psnr"], anchor["fmse"])
+            rows += [
+                {"mse": float(m), "fmse": float(f), "psnr": float(p), "composite_fmse": float(c)}
+                for m, f, p, c in zip(*columns, strict=True)
+            ]
+        model.train(was_training)
+        result: dict = {}
+        for subset in dict.fromkeys(self.subsets):
+            group = [r for r, s in zip(rows, self.subsets, strict=True) if s == subset]
+            means = {k: float(np.mean([r[k] for r in group])) for k in group[0]}
+            means["fmse_ratio"] = means["fmse"] / max(means["composite_fmse"], 1e-9)
+            result[subset] = means
+        result["score"] = float(np.mean([result[s]["fmse_ratio"] for s in dict.fromkeys(self.subsets)]))
+        return result

@@ -26,13 +26,29 @@ def register(subparsers) -> None:
     data.add_argument("--composites", metavar="DIR", help="folder of composites (paired by file stem)")
     data.add_argument("--masks", metavar="DIR", help="folder of foreground masks")
     data.add_argument("--targets", metavar="DIR", help="folder of ground-truth images")
-    method = p.add_mutually_exclusive_group(required=True)
+    method = p.add_argument_group("methods (repeatable: each is evaluated, in the order given)")
+    p.set_defaults(methods=[])
     method.add_argument(
-        "--weights", metavar="NAME|PATH", help="shipped weights (gknet_small, default) or a release file"
+        "--weights",
+        metavar="NAME|PATH",
+        action=_AddMethod,
+        help="shipped weights (gknet_small, default) or a release .safetensors file",
     )
-    method.add_argument("--baseline", metavar="NAME", help="composite, reinhard or histogram")
+    method.add_argument(
+        "--baseline", metavar="NAME", action=_AddMethod, help="composite, reinhard or histogram"
+    )
+    p.add_argument(
+        "--figure",
+        metavar="FILE.png",
+        help="also write a Figure-6 style comparison of all methods (worst, median, best image by the "
+        "last method's fMSE ratio to the composite)",
+    )
     p.add_argument("--limit", type=int, metavar="K", help="evaluate only the first K images of each subset")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: outputs/evaluate/<method>)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: outputs/evaluate/<method>; with several methods DIR/<method>)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="default: 8")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=0, help="image loading processes (default: 0)")
@@ -74,16 +90,59 @@ def _dataset(args: argparse.Namespace):
     return dataset, source
 
 
+class _AddMethod(argparse.Action):
+    """--weights / --baseline append (kind, value) to ``methods``, keeping the order typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.methods = [*namespace.methods, (self.dest, values)]
+
+
+def _methods(args: argparse.Namespace, device) -> list:
+    """(name, method) in command-line order; repeated names get a suffix."""
+    from gknet.errors import GknetError
+    from gknet.evaluate import load_method
+
+    if not args.methods:
+        raise GknetError("pass at least one --weights NAME|PATH or --baseline NAME")
+    methods, seen = [], {}
+    for kind, value in args.methods:
+        method, name = load_method(**{kind: value, "device": device})
+        seen[name] = seen.get(name, 0) + 1
+        methods.append((name if seen[name] == 1 else f"{name}_{seen[name]}", method))
+    return methods
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gknet.device import resolve_device
-    from gknet.evaluate import evaluate, load_method, write_outputs
+    from gknet.evaluate import evaluate, write_outputs
 
     device = resolve_device(args.device)
     dataset, source = _dataset(args)
-    method, name = load_method(args.baseline, args.weights, device)
-    out = Path(args.out) if args.out else Path("outputs") / "evaluate" / name
+    if args.figure and Path(args.figure).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        from gknet.errors import GknetError
+
+        raise GknetError(f"unsupported figure format {Path(args.figure).suffix!r} (use .png or .jpg)")
+    methods = _methods(args, device)
+    runs, status = [], 0
+    for name, method in methods:
+        if args.out:
+            out = Path(args.out) / name if len(methods) > 1 else Path(args.out)
+        else:
+            out = Path("outputs") / "evaluate" / name
+        run = _evaluate_one(args, dataset, source, name, method, device, out, evaluate, write_outputs)
+        status = max(status, int(bool(run.failures)))
+        runs.append(run)
+    if args.figure:
+        from gknet.comparison import comparison_figure
+
+        path = comparison_figure(dataset, methods, runs, args.figure, device=device)
+        print(f"wrote {path}")
+    return status
+
+
+def _evaluate_one(args, dataset, source, name, method, device, out, evaluate, write_outputs):
     run = evaluate(
         method,
         dataset,
@@ -108,5 +167,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(run.failures)} file(s) failed (listed in {files['report.md']}):")
         for failure in run.failures:
             print(f"  {failure['path']}: {failure['error']}")
-        return 1
-    return 0
+    return run

@@ -17,6 +17,7 @@ from torch import nn
 from gknet.config import ModelConfig, Normalization
 from gknet.models.kpb import KPBlock
 from gknet.models.lre import LRE
+from gknet.models.s2am import SpatialSeparatedAttention
 from gknet.models.unet import Encoder, UpBlock
 from gknet.ops import kernel_modulation
 
@@ -85,8 +86,15 @@ class GKNet(nn.Module):
             )
             for lvl in levels
         )
+        # Decoder step i (0 = the finest) gets an S2AM block when i < s2am_levels (iS2AM attends
+        # in its finer decoder steps).
+        s2am = cfg.s2am_levels if cfg.use_s2am else 0
         self.decoder = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], widths[i], cfg.norm) for i in reversed(range(len(widths) - 1))
+            UpBlock(
+                widths[i + 1], widths[i], widths[i], cfg.norm,
+                SpatialSeparatedAttention(2 * widths[i], cfg.norm, cfg.s2am_mid_k) if i < s2am else None,
+            )
+            for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv2d(widths[0], 3, 1)
 
@@ -133,7 +141,7 @@ class GKNet(nn.Module):
         d = feats[-1]
         for j in range(len(feats)):
             if j:
-                d = self.decoder[j - 1](d, feats[-1 - j])
+                d = self.decoder[j - 1](d, feats[-1 - j], m)
             if record is not None:
                 record.decoder.append(d)
             if j < len(kernels):
