@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gknet.config import Config, ConfigError, ModelConfig, load_config, override, to_dict
 
@@ -28,6 +29,40 @@ def test_ablation_rows_differ_only_in_switches():
     strip = [{**to_dict(c.model), "use_kpb": 0, "use_lre": 0, "use_scf": 0} for c in rows]
     assert all(s == strip[0] for s in strip)
     assert all(c.train == rows[0].train and c.data == rows[0].data for c in rows)
+
+
+def test_ablation_rows_are_overrides_of_the_full_row():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    base = to_dict(load_config(root / "ablation_full.yaml"))
+    switches = {"use_kpb", "use_lre", "use_scf"}
+    for row in ("baseline", "kpb", "kpb_lre"):
+        raw = yaml.safe_load((root / f"ablation_{row}.yaml").read_text())
+        assert raw["base"] == "ablation_full.yaml" and set(raw) == {"base", "model"}
+        assert set(raw["model"]) == switches  # the file holds its switches and nothing else
+        resolved = to_dict(load_config(root / f"ablation_{row}.yaml"))
+        assert resolved.keys() == base.keys()
+        for section in base:  # a full config, equal to the base but for the switches
+            assert resolved[section].keys() == base[section].keys()
+            differing = {k for k in base[section] if resolved[section][k] != base[section][k]}
+            assert differing <= (switches if section == "model" else set()), (row, section, differing)
+
+
+def test_base_key_merges_per_key_and_rejects_cycles(tmp_path):
+    (tmp_path / "a.yaml").write_text("model: {widths: [8, 16, 32, 64], kernel_size: 5}\ntrain: {lr: 0.1}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nmodel:\n  kernel_size: 7\n")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\ntrain:\n  epochs: 3\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.model.widths, cfg.model.kernel_size) == ((8, 16, 32, 64), 7)
+    assert (cfg.train.lr, cfg.train.epochs) == (0.1, 3)
+    (tmp_path / "e.yaml").write_text("base: b.yaml\nmodel:\n  kernal_size: 3\n")
+    with pytest.raises(ConfigError, match="kernal_size"):
+        load_config(tmp_path / "e.yaml")
+    (tmp_path / "d.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "d.yaml")
+    (tmp_path / "a.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "c.yaml")
 
 
 def test_unknown_key_rejected(tmp_path):

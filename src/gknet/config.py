@@ -2,7 +2,7 @@
 
 A config file has up to three sections, ``model``, ``train`` and ``data``; every key
 must be a field of the matching dataclass, so a typo fails loudly instead of being
-silently ignored.
+silently ignored. ``base: OTHER.yaml`` makes a file an override of another one.
 """
 
 from __future__ import annotations
@@ -248,16 +248,41 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML config file into a frozen ``Config``."""
-    path = Path(path)
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file with its ``base:`` chain merged in (the file's keys win)."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} is its own base (a base: cycle)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return from_dict(Config, data, where=path.name)
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name} must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path.name}: base must be a file name, got {base!r}")
+    merged = _read_yaml(path.parent / base, (*seen, path.resolve()))
+    for section, values in data.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file into a frozen ``Config``.
+
+    ``base: OTHER.yaml`` (relative to the file) starts from that file's settings; the file's
+    own keys replace the base's key by key within each section. The result is a full config.
+    """
+    path = Path(path)
+    return from_dict(Config, _read_yaml(path), where=path.name)
 
 
 def override(cfg: Config, assignments: list[str]) -> Config:
