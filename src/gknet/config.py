@@ -88,7 +88,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"  # synthetic | iharmony4 | folder
-    root: str = "../shared/data/photos"
+    root: str = ""  # the folder of photos (synthetic), the iHarmony4 root or the triplet folder
     subsets: tuple[str, ...] = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
     val_fraction: float = 0.1
     val_size: int = 0  # validation images used during training; 0 = the whole split
@@ -126,7 +126,7 @@ class TrainConfig:
     ckpt_every: int = 0  # periodic checkpoint every this many steps; 0 = once per epoch
     log_every: int = 10
     seed: int = 0
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch CPU threads of the `gknet train` process (the command sets them); 0 = default
     # Fine-tuning: start from these release weights ("default" = the shipped ones) instead of
     # a random init; the optimiser and schedule start fresh. Ignored when resuming a run.
     init_weights: str = ""

@@ -157,13 +157,7 @@ def train(
     datasets: (train, validation) datasets yielding gknet items; default: built from cfg.data.
     Returns ``{"step", "epoch", "stopped", "loss", "val", "real_val", "best_score", "select_on"}``.
     """
-    prev_threads = torch.get_num_threads()
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    try:
-        return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
-    finally:
-        torch.set_num_threads(prev_threads)
+    return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
 
 
 class _Trainer:

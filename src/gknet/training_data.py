@@ -109,6 +109,8 @@ def _split_samples(samples: SampleDataset, data: DataConfig, train: TrainConfig,
 
 def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Dataset]:
     """(training dataset, validation dataset) for the config; validation is capped at data.val_size."""
+    if not data.root:
+        raise GknetError("data.root is not set: the photo folder, iHarmony4 root or triplet folder")
     root = Path(data.root).expanduser()
     if not root.is_dir():
         raise GknetError(f"data.root is not a directory: {root}")

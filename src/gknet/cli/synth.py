@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "write a preview grid (rows: composite | mask | target) and/or print their difficulty "
         "(MSE, fMSE, PSNR of the raw composites against the targets).",
     )
-    p.add_argument("--root", default="../shared/data/photos", help="photo folder (default: %(default)s)")
+    p.add_argument("--root", required=True, help="photo folder: images/NAME.jpg + masks/NAME.png")
     p.add_argument("--split", choices=("train", "val"), default="val", help="default: %(default)s")
     p.add_argument("--preview", action="store_true", help="write a preview grid to -o")
     p.add_argument("-o", "--output", help="grid image path (.png or .jpg) for --preview")
