@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", action="store_true", help="write a preview grid to -o")
     p.add_argument("-o", "--output", help="grid image path (.png or .jpg) for --preview")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--stats", action="store_true", help="print mean MSE / fMSE / PSNR of the composites")
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="print the composites' difficulty (MSE, fMSE percentiles, PSNR), object areas and edit mix "
+        "beside the iHarmony4 test figures",
+    )
     p.add_argument(
         "--export", metavar="DIR", help="write the whole split as DIR/{composites,masks,targets}/NAME.png"
     )
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         SyntheticComposites,
         composite_stats,
         export_triplets,
+        format_stats,
         preview_grid,
         spread_indices,
     )
@@ -57,10 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path} ({len(indices)} {args.split} items)")
     if args.stats:
         stats = composite_stats(dataset, range(min(args.n, len(dataset))))
-        print(
-            f"{args.split}: {stats['count']} composites at {args.size}px: MSE {stats['mse']:.2f}  "
-            f"fMSE {stats['fmse']:.2f} (median {stats['fmse_median']:.2f})  PSNR {stats['psnr']:.2f} dB"
-        )
+        print(format_stats(stats, f"{args.split} at {args.size}px"))
     if args.export:
         count = export_triplets(dataset, args.export, overwrite=args.overwrite)
         print(f"wrote {count} {args.split} triplets to {args.export}/{{composites,masks,targets}}")

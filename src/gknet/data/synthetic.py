@@ -53,7 +53,8 @@ def resolve_illumination_maps(root: str | Path, maps: str | Path | bool) -> Illu
 MIN_FG_IN_CROP = 0.01  # a crop must keep some object ...
 MAX_FG_IN_CROP = 0.95  # ... and some background to harmonize against
 REFERENCE_OBJECT_PROB = 0.8  # iHarmony4 transfers colour from another object; sometimes a whole frame
-_CROP_ATTEMPTS = 10
+CROP_CANDIDATES = 16
+TARGET_AREA = (0.015, 0.25)  # object share of the crop aimed at: median 6%, as in iHarmony4 (2-11%)
 
 
 def _unit_hash(text: str) -> float:
@@ -153,16 +154,21 @@ class SyntheticComposites(torch.utils.data.Dataset):
         return image, mask
 
     def _crop(self, image, mask, rng):
-        """Random crop + flip that keeps part of the object and part of the background."""
+        """Random crop + flip that keeps part of the object and part of the background.
+
+        Of CROP_CANDIDATES boxes the one whose object share is nearest (in log) to a target drawn
+        log-uniformly from TARGET_AREA: the photos' objects are larger than iHarmony4's.
+        """
         fg = np.asarray(mask) > 127
         flip = bool(self.hflip and rng.random() < 0.5)
-        box = (0, 0, *image.size)
-        for _ in range(_CROP_ATTEMPTS):
+        target = np.exp(rng.uniform(*np.log(TARGET_AREA)))
+        box, best = (0, 0, *image.size), np.inf
+        for _ in range(CROP_CANDIDATES):
             candidate = sample_crop_box(*image.size, self.crop_scale, rng)
             left, top, right, bottom = candidate
-            if MIN_FG_IN_CROP <= fg[top:bottom, left:right].mean() <= MAX_FG_IN_CROP:
-                box = candidate
-                break
+            share = fg[top:bottom, left:right].mean()
+            if MIN_FG_IN_CROP <= share <= MAX_FG_IN_CROP and abs(np.log(share / target)) < best:
+                box, best = candidate, abs(np.log(share / target))
         cropped = crop_flip_resize([image, mask], box, flip, self.image_size)
         if not 0 < (np.asarray(cropped[1]) > 127).mean() < 1:
             cropped = crop_flip_resize([image, mask], (0, 0, *image.size), flip, self.image_size)
@@ -250,25 +256,71 @@ def spread_indices(length: int, count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, length - 1, min(count, length))})
 
 
-def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dict[str, float]:
-    """Difficulty of the raw composites: mean MSE / fMSE / PSNR against the targets (0-255 scale)."""
+# iHarmony4 test composites (the real benchmark the generator imitates): median fMSE per subset;
+# 10-90% of its fMSE lie in roughly 250-5000 and the median object covers 2-11% of the frame.
+IHARMONY4_FMSE_MEDIAN = {"HCOCO": 738, "HAdobe5k": 1402, "HFlickr": 1091, "Hday2night": 893}
+IHARMONY4_FMSE_RANGE = (250, 5000)
+IHARMONY4_AREA_MEDIAN = (0.02, 0.11)
+STATS_PERCENTILES = (10, 50, 90)
+
+
+def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dict:
+    """Difficulty and make-up of the raw composites against their targets (0-255 scale).
+
+    Mean MSE / fMSE / PSNR, fMSE and object-area percentiles (STATS_PERCENTILES), and the share
+    of items per edit mode and per family (A: object edit, B: scene edit).
+    """
+    from collections import Counter
+
     from tqdm import tqdm
 
     from gknet.metrics import image_metrics
 
-    rows = []
+    rows, modes, families = [], Counter(), Counter()
     for index in tqdm(indices, desc="composites", unit="img", leave=False):
-        item = dataset[index]
+        item, info = dataset.sample(index)
         metrics = image_metrics(item["composite"][None] * 255, item["target"][None] * 255, item["mask"][None])
-        rows.append([metrics[k].item() for k in ("mse", "fmse", "psnr")])
-    mse, fmse, psnr = np.array(rows).T
+        rows.append([metrics[k].item() for k in ("mse", "fmse", "psnr")] + [item["mask"].mean().item()])
+        modes[info["mode"]] += 1
+        for tag, key in (("A", "object"), ("B", "scene")):
+            families.update(f"{tag}: {f}" for f in (info[key] or {"families": []})["families"])
+    mse, fmse, psnr, area = np.array(rows).T
+    count = len(rows)
+
+    def percentiles(values):
+        return dict(zip(STATS_PERCENTILES, np.percentile(values, STATS_PERCENTILES).tolist(), strict=True))
+
     return {
-        "count": len(rows),
+        "count": count,
         "mse": float(mse.mean()),
         "fmse": float(fmse.mean()),
         "fmse_median": float(np.median(fmse)),
         "psnr": float(psnr.mean()),
+        "fmse_percentiles": percentiles(fmse),
+        "area_percentiles": percentiles(area),
+        "modes": {m: modes[m] / count for m in sorted(modes)},
+        "families": {f: families[f] / count for f in sorted(families)},
     }
+
+
+def format_stats(stats: dict, label: str) -> str:
+    """``composite_stats`` as a few lines of text beside the iHarmony4 test figures."""
+    pct = "/".join(f"{p}" for p in STATS_PERCENTILES)
+    fmse = " / ".join(f"{v:.0f}" for v in stats["fmse_percentiles"].values())
+    area = " / ".join(f"{100 * v:.1f}%" for v in stats["area_percentiles"].values())
+    real = ", ".join(f"{k} {v}" for k, v in IHARMONY4_FMSE_MEDIAN.items())
+    families = ", ".join(f"{f} {100 * v:.0f}%" for f, v in stats["families"].items())
+    low, high = IHARMONY4_FMSE_RANGE
+    small, large = (round(100 * v) for v in IHARMONY4_AREA_MEDIAN)
+    lines = [
+        f"{label}: {stats['count']} composites: MSE {stats['mse']:.2f}  fMSE {stats['fmse']:.2f} "
+        f"(median {stats['fmse_median']:.2f})  PSNR {stats['psnr']:.2f} dB",
+        f"  fMSE p{pct}: {fmse}   iHarmony4 test: median {real}; p10-p90 about {low}-{high}",
+        f"  object area p{pct}: {area}   iHarmony4 test: median {small}-{large}%",
+        "  modes: " + ", ".join(f"{m} {100 * v:.0f}%" for m, v in stats["modes"].items()),
+        f"  families (share of items): {families}",
+    ]
+    return "\n".join(lines)
 
 
 def export_triplets(dataset: SyntheticComposites, out_dir: str | Path, overwrite: bool = False) -> int:
