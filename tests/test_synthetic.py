@@ -155,6 +155,10 @@ def test_cli_writes_a_preview_grid(tmp_path, capsys):
     assert "fMSE p10/50/90" in out and "object area p10/50/90" in out and "HCOCO 738" in out
     assert "modes: " in out and "families (share of items): " in out
     assert main([*args, "--preview", "-o", str(out)]) == 2  # never overwrites silently
+    each = tmp_path / "each.png"
+    assert main([*args, "--preview", "--each", "-o", str(each)]) == 0
+    # one column per object family (the maps lie beside the photos), per scene family, and "both"
+    assert Image.open(each).size == (80 + (len(FAMILIES) + len(SCENE_FAMILIES) + 1) * 42, 3 * 42)
     assert main(args) == 2  # nothing asked
 
 
@@ -192,7 +196,7 @@ def test_references_never_cross_the_split(monkeypatch):
     train_names = set(SyntheticComposites(_photos(), "train").names)
     for i in range(len(val)):
         val.sample(i)
-    assert len(loaded) == 2 * len(val)  # the photo and one reference each
+    assert len(loaded) > len(val)  # the photos and their references
     assert set(loaded) <= set(val.pool) and not set(loaded) & train_names
 
 
@@ -241,3 +245,14 @@ def test_composite_stats_counts_modes_families_and_areas():
     assert stats["area_percentiles"][50] == pytest.approx(float(np.median(areas)))
     p = stats["fmse_percentiles"]
     assert 0 <= p[10] <= p[50] <= p[90] and p[50] == pytest.approx(stats["fmse_median"])
+
+
+def test_sample_can_force_the_edit():
+    ds = SyntheticComposites(_photos(), "val", image_size=32, limit=2)
+    item, info = ds.sample(0, "both", ["hist_transfer"], ["day_night"])
+    assert info["mode"] == "both" and info["object"]["families"] == ["hist_transfer"]
+    assert info["scene"]["families"] == ["day_night"]
+    again, _ = ds.sample(0, "both", ["hist_transfer"], ["day_night"])
+    assert torch.equal(again["composite"], item["composite"])
+    with pytest.raises(GknetError, match="edit mix"):
+        SyntheticComposites(_photos(), "val", mode_probs={"sideways": 1.0})

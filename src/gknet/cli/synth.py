@@ -18,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("train", "val"), default="val", help="default: %(default)s")
     p.add_argument("--preview", action="store_true", help="write a preview grid to -o")
     p.add_argument("-o", "--output", help="grid image path (.png or .jpg) for --preview")
+    p.add_argument(
+        "--each",
+        action="store_true",
+        help="--preview: one column per object family, per scene family and a 'both' edit "
+        "(on the first --n photos in turn) instead of the items' random edits",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument(
         "--stats",
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from gknet.data.synthetic import (
         SyntheticComposites,
         composite_stats,
+        each_edit,
         export_triplets,
         format_stats,
         preview_grid,
@@ -59,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     dataset.set_epoch(args.epoch)
     indices = spread_indices(len(dataset), args.n)
     if args.preview:
-        path = save_image_atomic(preview_grid(dataset, indices), args.output, overwrite=args.overwrite)
-        print(f"wrote {path} ({len(indices)} {args.split} items)")
+        edits = each_edit(dataset) if args.each else None
+        grid = preview_grid(dataset, indices, edits)
+        path = save_image_atomic(grid, args.output, overwrite=args.overwrite)
+        print(f"wrote {path} ({len(edits or indices)} {args.split} items)")
     if args.stats:
         stats = composite_stats(dataset, range(min(args.n, len(dataset))))
         print(format_stats(stats, f"{args.split} at {args.size}px"))

@@ -560,13 +560,16 @@ def make_composite(
     mode: str | None = None,
     mode_probs: dict[str, float] = MODE_PROBS,
     weights: dict[str, float] = FAMILY_WEIGHTS,
+    families: Sequence[str] | None = None,
+    scene_families: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(composite, target, info) from one photo [3, H, W] and its object mask [1, H, W].
 
     ``composite = M * A(photo) + (1 - M) * B(photo)`` and ``target = B(photo)``, both 8-bit:
     mode "object" edits only the object (B = identity), "scene" only the scene (A = identity),
     "both" edits each independently; ``mode`` None draws it by ``mode_probs``; ``weights``: the
-    object families' weights. Outside the mask the composite equals the target exactly.
+    object families' weights; ``families`` / ``scene_families`` force A's / B's families.
+    Outside the mask the composite equals the target exactly.
     info: {"mode", "object", "scene"} with the per-edit info dicts (None for an identity).
     """
     if mode is None:
@@ -577,10 +580,12 @@ def make_composite(
     info: dict = {"mode": mode, "object": None, "scene": None}
     target = photo
     if mode != "object":
-        target, info["scene"] = perturb_scene(photo, rng)
+        target, info["scene"] = perturb_scene(photo, rng, scene_families)
         target = quantize(target)
     composite = photo
     if mode != "scene":
-        edited, info["object"] = perturb_foreground(photo, mask, rng, reference, None, illuminants, weights)
+        edited, info["object"] = perturb_foreground(
+            photo, mask, rng, reference, families, illuminants, weights
+        )
         composite = quantize(edited)
     return torch.where(mask > 0.5, composite, target), target, info

@@ -21,7 +21,14 @@ from PIL import Image, ImageDraw
 
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
 from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_tensor_image
-from gknet.data.perturbations import FAMILIES, FAMILY_WEIGHTS, MODE_PROBS, IlluminationMaps, make_composite
+from gknet.data.perturbations import (
+    FAMILIES,
+    FAMILY_WEIGHTS,
+    MODE_PROBS,
+    SCENE_FAMILIES,
+    IlluminationMaps,
+    make_composite,
+)
 from gknet.errors import GknetError
 
 # Beside the photos in ../shared/data: the ccHarmony maps of the ``illuminant`` family.
@@ -128,6 +135,7 @@ class SyntheticComposites(torch.utils.data.Dataset):
         if unknown or sum(mode_probs.values()) <= 0 or sum(family_weights.values()) <= 0:
             raise GknetError(f"bad edit mix: unknown {unknown} or no positive weight")
         self.mode_probs, self.family_weights = dict(mode_probs), dict(family_weights)
+        self._small: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # reference photos, reduced
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -159,14 +167,16 @@ class SyntheticComposites(torch.utils.data.Dataset):
         Of CROP_CANDIDATES boxes the one whose object share is nearest (in log) to a target drawn
         log-uniformly from TARGET_AREA: the photos' objects are larger than iHarmony4's.
         """
-        fg = np.asarray(mask) > 127
+        # Summed-area table: the object share of any box in O(1).
+        table = np.pad((np.asarray(mask) > 127).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         flip = bool(self.hflip and rng.random() < 0.5)
         target = np.exp(rng.uniform(*np.log(TARGET_AREA)))
         box, best = (0, 0, *image.size), np.inf
         for _ in range(CROP_CANDIDATES):
             candidate = sample_crop_box(*image.size, self.crop_scale, rng)
             left, top, right, bottom = candidate
-            share = fg[top:bottom, left:right].mean()
+            inside = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+            share = inside / ((right - left) * (bottom - top))
             if MIN_FG_IN_CROP <= share <= MAX_FG_IN_CROP and abs(np.log(share / target)) < best:
                 box, best = candidate, abs(np.log(share / target))
         cropped = crop_flip_resize([image, mask], box, flip, self.image_size)
@@ -180,18 +190,27 @@ class SyntheticComposites(torch.utils.data.Dataset):
         other = self.pool[int(rng.integers(len(self.pool)))]
         if other == name:
             other = self.pool[(self.pool.index(other) + 1) % len(self.pool)]
-        image, mask = self._load(other)
-        factor = max(1, min(image.size) // 64)
-        image, mask = image.reduce(factor), mask.reduce(factor)
-        pixels = to_tensor_image(image)
-        if rng.random() < REFERENCE_OBJECT_PROB:
-            fg = to_tensor_image(mask)[0] > 0.5
-            if fg.sum() >= 16:
-                return pixels[:, fg].unsqueeze(1)
+        if other not in self._small:  # a few KB per photo: kept, a reference is drawn every sample
+            image, mask = self._load(other)
+            factor = max(1, min(image.size) // 64)
+            self._small[other] = (np.array(image.reduce(factor)), np.asarray(mask.reduce(factor)) > 127)
+        pixels, fg = self._small[other]
+        pixels = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+        if rng.random() < REFERENCE_OBJECT_PROB and fg.sum() >= 16:
+            return pixels[:, torch.from_numpy(fg)].unsqueeze(1)
         return pixels
 
-    def sample(self, index: int) -> tuple[dict, dict]:
-        """The item at ``index`` and the edit info (mode; families, strengths, parameters per edit)."""
+    def sample(
+        self,
+        index: int,
+        mode: str | None = None,
+        families: Sequence[str] | None = None,
+        scene_families: Sequence[str] | None = None,
+    ) -> tuple[dict, dict]:
+        """The item at ``index`` and the edit info (mode; families, strengths, parameters per edit).
+
+        ``mode``, ``families`` (A) and ``scene_families`` (B) force the edit, e.g. for a preview.
+        """
         name = self.names[index]
         rng = self._rng(index)
         image, mask = self._load(name)
@@ -203,7 +222,8 @@ class SyntheticComposites(torch.utils.data.Dataset):
         fg = (to_tensor_image(mask) > 0.5).float()
         reference = self._reference(name, rng)
         composite, target, info = make_composite(
-            photo, fg, rng, reference, self.illuminants, None, self.mode_probs, self.family_weights
+            photo, fg, rng, reference, self.illuminants, mode, self.mode_probs, self.family_weights,
+            families, scene_families,
         )
         return {"composite": composite, "mask": fg, "target": target, "name": name}, info
 
@@ -221,16 +241,34 @@ def _tile(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
 
 
-def preview_grid(dataset: SyntheticComposites, indices: Sequence[int]) -> Image.Image:
-    """Rows composite | mask | target, one column per item, labelled with name, mode and families."""
+def each_edit(dataset: SyntheticComposites) -> list[tuple[str, list[str] | None, list[str] | None]]:
+    """(mode, object families, scene families) showing every family once, then a random "both"."""
+    maps = dataset.illuminants is not None
+    edits = [("object", [f], None) for f in FAMILIES if f != "illuminant" or maps]
+    return edits + [("scene", None, [f]) for f in SCENE_FAMILIES] + [("both", None, None)]
+
+
+def preview_grid(
+    dataset: SyntheticComposites,
+    indices: Sequence[int],
+    edits: Sequence[tuple[str, list[str] | None, list[str] | None]] | None = None,
+) -> Image.Image:
+    """Rows composite | mask | target, one column per item, labelled with name, mode and families.
+
+    ``edits``: one column per (mode, object families, scene families), e.g. :func:`each_edit`,
+    on the photos ``indices`` in turn; by default the items' own random edits.
+    """
     size = dataset.image_size
+    columns = [(index, None, None, None) for index in indices]
+    if edits is not None:
+        columns = [(indices[i % len(indices)], *edit) for i, edit in enumerate(edits)]
     label_w, pad = 80, 2
-    grid = Image.new("RGB", (label_w + len(indices) * (size + pad), 3 * (size + pad)), "white")
+    grid = Image.new("RGB", (label_w + len(columns) * (size + pad), 3 * (size + pad)), "white")
     draw = ImageDraw.Draw(grid)
     for row, title in enumerate(("composite", "mask", "target")):
         draw.text((4, row * (size + pad) + size // 2), title, fill="black")
-    for col, index in enumerate(indices):
-        item, info = dataset.sample(index)
+    for col, (index, *edit) in enumerate(columns):
+        item, info = dataset.sample(index, *edit)
         x = label_w + col * (size + pad)
         for row, key in enumerate(("composite", "mask", "target")):
             grid.paste(_tile(item[key]), (x, row * (size + pad)))
