@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--each",
         action="store_true",
         help="--preview: one column per object family, per scene family and a 'both' edit "
-        "(on the first --n photos in turn) instead of the items' random edits",
+        "(on --n photos spread over the split, in turn) instead of the items' random edits",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument(

@@ -427,7 +427,7 @@ def _illuminant(x, pos, rng, s, sources):
         moved = maps.apply(x, source, target)
         if clipped_fraction(moved) - before <= MAX_NEW_CLIPPED:
             break
-    wanted = float(0.5 + 0.5 * s)  # weaker than colour transfer: never blended far from the real map
+    wanted = float(min(1.0, 1.25 * s))  # mostly the full measured change; mild samples stay mild
     out, alpha = blend_plausible(x, moved, wanted)
     return out, {"source": source, "target": target, "alpha": alpha, "wanted_alpha": wanted}
 
