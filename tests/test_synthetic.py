@@ -161,8 +161,14 @@ def test_cli_writes_a_preview_grid(tmp_path, capsys):
     assert main([*args, "--preview", "-o", str(out), "--stats"]) == 0
     grid = Image.open(out)
     assert grid.size == (80 + 3 * 42, 3 * 42)
-    assert "fMSE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fMSE p10/50/90" in out and "object area p10/50/90" in out and "HCOCO 738" in out
+    assert "modes: " in out and "families (share of items): " in out
     assert main([*args, "--preview", "-o", str(out)]) == 2  # never overwrites silently
+    each = tmp_path / "each.png"
+    assert main([*args, "--preview", "--each", "-o", str(each)]) == 0
+    # one column per object family (the maps lie beside the photos), per scene family, and "both"
+    assert Image.open(each).size == (80 + (len(FAMILIES) + len(SCENE_FAMILIES) + 1) * 42, 3 * 42)
     assert main(args) == 2  # nothing asked
 
 
@@ -200,7 +206,7 @@ def test_references_never_cross_the_split(monkeypatch):
     train_names = set(SyntheticComposites(_photos(), "train").names)
     for i in range(len(val)):
         val.sample(i)
-    assert len(loaded) == 2 * len(val)  # the photo and one reference each
+    assert len(loaded) > len(val)  # the photos and their references
     assert set(loaded) <= set(val.pool) and not set(loaded) & train_names
 
 
@@ -235,3 +241,28 @@ def test_illumination_maps_option(tmp_path):
     ds = SyntheticComposites(tmp_path / "photos", "train", image_size=16, val_fraction=1e-9)
     assert ds.illuminants is None
     _check_item(ds[0], 16)
+
+
+def test_composite_stats_counts_modes_families_and_areas():
+    from gknet.data.synthetic import composite_stats
+
+    ds = SyntheticComposites(_photos(), "val", image_size=32, limit=10)
+    stats = composite_stats(ds, range(10))
+    infos = [ds.sample(i)[1] for i in range(10)]
+    areas = [ds[i]["mask"].mean().item() for i in range(10)]
+    assert stats["count"] == 10 and abs(sum(stats["modes"].values()) - 1) < 1e-9
+    assert stats["modes"].get("object", 0) == sum(i["mode"] == "object" for i in infos) / 10
+    assert stats["area_percentiles"][50] == pytest.approx(float(np.median(areas)))
+    p = stats["fmse_percentiles"]
+    assert 0 <= p[10] <= p[50] <= p[90] and p[50] == pytest.approx(stats["fmse_median"])
+
+
+def test_sample_can_force_the_edit():
+    ds = SyntheticComposites(_photos(), "val", image_size=32, limit=2)
+    item, info = ds.sample(0, "both", ["hist_transfer"], ["day_night"])
+    assert info["mode"] == "both" and info["object"]["families"] == ["hist_transfer"]
+    assert info["scene"]["families"] == ["day_night"]
+    again, _ = ds.sample(0, "both", ["hist_transfer"], ["day_night"])
+    assert torch.equal(again["composite"], item["composite"])
+    with pytest.raises(GknetError, match="edit mix"):
+        SyntheticComposites(_photos(), "val", mode_probs={"sideways": 1.0})

@@ -75,15 +75,15 @@ SCENE_WEIGHTS = {
     "tone_curve": 1.0,
     "day_night": 0.8,
 }
-FAMILY_COUNT_PROBS = (0.45, 0.4, 0.15)  # 1, 2 or 3 object families per sample
+FAMILY_COUNT_PROBS = (0.4, 0.4, 0.2)  # 1, 2 or 3 object families per sample
 SCENE_COUNT_PROBS = (0.6, 0.4)  # 1 or 2 scene families
 # Edit modes. "object" (B = identity) is iHarmony4's HCOCO/HFlickr case, most of the benchmark;
 # "scene" (A = identity: a re-graded or night scene around the untouched object) and "both"
 # (independent A and B) are the HAdobe5k/Hday2night case, where the target is itself edited.
 MODE_PROBS = {"object": 0.5, "scene": 0.25, "both": 0.25}
-MILD_FRACTION = 0.15  # samples whose strengths are scaled down: near-harmonious inputs exist too
+MILD_FRACTION = 0.08  # samples whose strengths are scaled down: near-harmonious inputs exist too
 MILD_SCALE = 0.3
-STRENGTH_RANGE = (0.35, 1.0)
+STRENGTH_RANGE = (0.5, 1.0)
 # A transfer / illumination change may push at most this share of the object's pixels to 0 or 255
 # (beyond those already there); otherwise it is redrawn (illuminant) and weakened.
 MAX_NEW_CLIPPED = 0.2
@@ -158,28 +158,28 @@ def _signed(rng: np.random.Generator, low: tuple[float, float], high: tuple[floa
 
 
 def _white_balance(x, pos, rng, s, sources):
-    temperature = _signed(rng, (0.3, 1.4), (0.3, 1.4)) * s
-    tint = float(rng.uniform(-0.5, 0.5) * s)
+    temperature = _signed(rng, (0.5, 2.0), (0.5, 2.0)) * s
+    tint = float(rng.uniform(-0.8, 0.8) * s)
     return _gain_linear(x, _wb_log2_gains(temperature, tint)), {"temperature": temperature, "tint": tint}
 
 
 def _exposure_gamma(x, pos, rng, s, sources):
-    stops = _signed(rng, (0.3, 1.6), (0.3, 1.0)) * s
+    stops = _signed(rng, (0.4, 1.8), (0.4, 1.2)) * s
     gamma = float(np.exp(_signed(rng, (0.1, 0.4), (0.1, 0.4)) * s))
     return _gain_linear(x, stops).pow(gamma), {"stops": stops, "gamma": gamma}
 
 
 def _saturation_contrast(x, pos, rng, s, sources):
-    saturation = float(np.exp(_signed(rng, (0.25, 0.9), (0.2, 0.5)) * s))
-    contrast = float(np.exp(_signed(rng, (0.15, 0.5), (0.15, 0.4)) * s))
+    saturation = float(np.exp(_signed(rng, (0.4, 1.2), (0.3, 0.7)) * s))
+    contrast = float(np.exp(_signed(rng, (0.25, 0.7), (0.25, 0.6)) * s))
     return _contrast(_saturate(x, saturation), contrast), {"saturation": saturation, "contrast": contrast}
 
 
 def _tone_curve(x, pos, rng, s, sources):
-    master = _random_curve(rng, 0.9 * s, rng.uniform(0, 0.06) * s, 1 - rng.uniform(0, 0.1) * s)
+    master = _random_curve(rng, 1.3 * s, rng.uniform(0, 0.08) * s, 1 - rng.uniform(0, 0.12) * s)
     luts = []
     for _ in range(3):
-        channel = _random_curve(rng, 0.45 * s, rng.uniform(0, 0.04) * s, 1 - rng.uniform(0, 0.06) * s)
+        channel = _random_curve(rng, 0.7 * s, rng.uniform(0, 0.05) * s, 1 - rng.uniform(0, 0.08) * s)
         luts.append(np.interp(master, _LUT_GRID, channel))
     lut = torch.from_numpy(np.stack(luts).astype(np.float32))
     idx = (x.clamp(0, 1) * (_LUT_SIZE - 1)).round().long()
@@ -217,10 +217,10 @@ def _light_gradient(x, pos, rng, s, sources):
     extent = pos.max(1, keepdim=True).values - lo
     v, u = ((pos - lo) / extent.clamp_min(1) * 2 - 1).float()  # [-1, 1] over the object's bounding box
     angle = rng.uniform(0, 2 * np.pi)
-    ramp_stops = rng.uniform(1.0, 2.5) * s
+    ramp_stops = rng.uniform(1.5, 3.0) * s
     field = ramp_stops / 2 * (np.cos(angle) * u + np.sin(angle) * v)
     # Soft blobs: a 3x3 grid of random gains, bicubically interpolated over the bounding box.
-    blob_stops = rng.uniform(0.3, 0.8) * s
+    blob_stops = rng.uniform(0.4, 1.0) * s
     blobs = torch.tensor(rng.normal(0, blob_stops, (1, 1, 3, 3)), dtype=torch.float32)
     size = (int(extent[0]) + 1, int(extent[1]) + 1)
     box = F.interpolate(blobs, size=size, mode="bicubic", align_corners=True)[0, 0]
@@ -427,7 +427,7 @@ def _illuminant(x, pos, rng, s, sources):
         moved = maps.apply(x, source, target)
         if clipped_fraction(moved) - before <= MAX_NEW_CLIPPED:
             break
-    wanted = float(rng.uniform(0.6, 1.0) * s)
+    wanted = float(min(1.0, 1.25 * s))  # mostly the full measured change; mild samples stay mild
     out, alpha = blend_plausible(x, moved, wanted)
     return out, {"source": source, "target": target, "alpha": alpha, "wanted_alpha": wanted}
 
@@ -560,13 +560,16 @@ def make_composite(
     mode: str | None = None,
     mode_probs: dict[str, float] = MODE_PROBS,
     weights: dict[str, float] = FAMILY_WEIGHTS,
+    families: Sequence[str] | None = None,
+    scene_families: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(composite, target, info) from one photo [3, H, W] and its object mask [1, H, W].
 
     ``composite = M * A(photo) + (1 - M) * B(photo)`` and ``target = B(photo)``, both 8-bit:
     mode "object" edits only the object (B = identity), "scene" only the scene (A = identity),
     "both" edits each independently; ``mode`` None draws it by ``mode_probs``; ``weights``: the
-    object families' weights. Outside the mask the composite equals the target exactly.
+    object families' weights; ``families`` / ``scene_families`` force A's / B's families.
+    Outside the mask the composite equals the target exactly.
     info: {"mode", "object", "scene"} with the per-edit info dicts (None for an identity).
     """
     if mode is None:
@@ -577,10 +580,12 @@ def make_composite(
     info: dict = {"mode": mode, "object": None, "scene": None}
     target = photo
     if mode != "object":
-        target, info["scene"] = perturb_scene(photo, rng)
+        target, info["scene"] = perturb_scene(photo, rng, scene_families)
         target = quantize(target)
     composite = photo
     if mode != "scene":
-        edited, info["object"] = perturb_foreground(photo, mask, rng, reference, None, illuminants, weights)
+        edited, info["object"] = perturb_foreground(
+            photo, mask, rng, reference, families, illuminants, weights
+        )
         composite = quantize(edited)
     return torch.where(mask > 0.5, composite, target), target, info

@@ -20,7 +20,14 @@ from PIL import Image, ImageDraw
 
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
 from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
-from gknet.data.perturbations import FAMILIES, FAMILY_WEIGHTS, MODE_PROBS, IlluminationMaps, make_composite
+from gknet.data.perturbations import (
+    FAMILIES,
+    FAMILY_WEIGHTS,
+    MODE_PROBS,
+    SCENE_FAMILIES,
+    IlluminationMaps,
+    make_composite,
+)
 from gknet.data.split import is_validation, unit_hash
 from gknet.errors import GknetError
 
@@ -53,7 +60,8 @@ def resolve_illumination_maps(root: str | Path, maps: str | Path | bool) -> Illu
 MIN_FG_IN_CROP = 0.01  # a crop must keep some object ...
 MAX_FG_IN_CROP = 0.95  # ... and some background to harmonize against
 REFERENCE_OBJECT_PROB = 0.8  # iHarmony4 transfers colour from another object; sometimes a whole frame
-_CROP_ATTEMPTS = 10
+CROP_CANDIDATES = 16
+TARGET_AREA = (0.015, 0.25)  # object share of the crop aimed at: median 6%, as in iHarmony4 (2-11%)
 
 
 def list_photos(root: str | Path) -> list[str]:
@@ -117,6 +125,7 @@ class SyntheticComposites(torch.utils.data.Dataset):
         if unknown or sum(mode_probs.values()) <= 0 or sum(family_weights.values()) <= 0:
             raise GknetError(f"bad edit mix: unknown {unknown} or no positive weight")
         self.mode_probs, self.family_weights = dict(mode_probs), dict(family_weights)
+        self._small: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # reference photos, reduced
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -143,16 +152,23 @@ class SyntheticComposites(torch.utils.data.Dataset):
         return image, mask
 
     def _crop(self, image, mask, rng):
-        """Random crop + flip that keeps part of the object and part of the background."""
-        fg = np.asarray(mask) > 127
+        """Random crop + flip that keeps part of the object and part of the background.
+
+        Of CROP_CANDIDATES boxes the one whose object share is nearest (in log) to a target drawn
+        log-uniformly from TARGET_AREA: the photos' objects are larger than iHarmony4's.
+        """
+        # Summed-area table: the object share of any box in O(1).
+        table = np.pad((np.asarray(mask) > 127).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         flip = bool(self.hflip and rng.random() < 0.5)
-        box = (0, 0, *image.size)
-        for _ in range(_CROP_ATTEMPTS):
+        target = np.exp(rng.uniform(*np.log(TARGET_AREA)))
+        box, best = (0, 0, *image.size), np.inf
+        for _ in range(CROP_CANDIDATES):
             candidate = sample_crop_box(*image.size, self.crop_scale, rng)
             left, top, right, bottom = candidate
-            if MIN_FG_IN_CROP <= fg[top:bottom, left:right].mean() <= MAX_FG_IN_CROP:
-                box = candidate
-                break
+            inside = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+            share = inside / ((right - left) * (bottom - top))
+            if MIN_FG_IN_CROP <= share <= MAX_FG_IN_CROP and abs(np.log(share / target)) < best:
+                box, best = candidate, abs(np.log(share / target))
         cropped = crop_flip_resize([image, mask], box, flip, self.image_size)
         if not 0 < (np.asarray(cropped[1]) > 127).mean() < 1:
             cropped = crop_flip_resize([image, mask], (0, 0, *image.size), flip, self.image_size)
@@ -164,18 +180,27 @@ class SyntheticComposites(torch.utils.data.Dataset):
         other = self.pool[int(rng.integers(len(self.pool)))]
         if other == name:
             other = self.pool[(self.pool.index(other) + 1) % len(self.pool)]
-        image, mask = self._load(other)
-        factor = max(1, min(image.size) // 64)
-        image, mask = image.reduce(factor), mask.reduce(factor)
-        pixels = to_tensor_image(image)
-        if rng.random() < REFERENCE_OBJECT_PROB:
-            fg = to_tensor_image(mask)[0] > 0.5
-            if fg.sum() >= 16:
-                return pixels[:, fg].unsqueeze(1)
+        if other not in self._small:  # a few KB per photo: kept, a reference is drawn every sample
+            image, mask = self._load(other)
+            factor = max(1, min(image.size) // 64)
+            self._small[other] = (np.array(image.reduce(factor)), np.asarray(mask.reduce(factor)) > 127)
+        pixels, fg = self._small[other]
+        pixels = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+        if rng.random() < REFERENCE_OBJECT_PROB and fg.sum() >= 16:
+            return pixels[:, torch.from_numpy(fg)].unsqueeze(1)
         return pixels
 
-    def sample(self, index: int) -> tuple[dict, dict]:
-        """The item at ``index`` and the edit info (mode; families, strengths, parameters per edit)."""
+    def sample(
+        self,
+        index: int,
+        mode: str | None = None,
+        families: Sequence[str] | None = None,
+        scene_families: Sequence[str] | None = None,
+    ) -> tuple[dict, dict]:
+        """The item at ``index`` and the edit info (mode; families, strengths, parameters per edit).
+
+        ``mode``, ``families`` (A) and ``scene_families`` (B) force the edit, e.g. for a preview.
+        """
         name = self.names[index]
         rng = self._rng(index)
         image, mask = self._load(name)
@@ -187,7 +212,8 @@ class SyntheticComposites(torch.utils.data.Dataset):
         fg = (to_tensor_image(mask) > 0.5).float()
         reference = self._reference(name, rng)
         composite, target, info = make_composite(
-            photo, fg, rng, reference, self.illuminants, None, self.mode_probs, self.family_weights
+            photo, fg, rng, reference, self.illuminants, mode, self.mode_probs, self.family_weights,
+            families, scene_families,
         )
         return {"composite": composite, "mask": fg, "target": target, "name": name}, info
 
@@ -203,16 +229,34 @@ def _tile(x: torch.Tensor) -> Image.Image:
     return to_pil_image(x.expand(3, -1, -1) if x.shape[0] == 1 else x)
 
 
-def preview_grid(dataset: SyntheticComposites, indices: Sequence[int]) -> Image.Image:
-    """Rows composite | mask | target, one column per item, labelled with name, mode and families."""
+def each_edit(dataset: SyntheticComposites) -> list[tuple[str, list[str] | None, list[str] | None]]:
+    """(mode, object families, scene families) showing every family once, then a random "both"."""
+    maps = dataset.illuminants is not None
+    edits = [("object", [f], None) for f in FAMILIES if f != "illuminant" or maps]
+    return edits + [("scene", None, [f]) for f in SCENE_FAMILIES] + [("both", None, None)]
+
+
+def preview_grid(
+    dataset: SyntheticComposites,
+    indices: Sequence[int],
+    edits: Sequence[tuple[str, list[str] | None, list[str] | None]] | None = None,
+) -> Image.Image:
+    """Rows composite | mask | target, one column per item, labelled with name, mode and families.
+
+    ``edits``: one column per (mode, object families, scene families), e.g. :func:`each_edit`,
+    on the photos ``indices`` in turn; by default the items' own random edits.
+    """
     size = dataset.image_size
+    columns = [(index, None, None, None) for index in indices]
+    if edits is not None:
+        columns = [(indices[i % len(indices)], *edit) for i, edit in enumerate(edits)]
     label_w, pad = 80, 2
-    grid = Image.new("RGB", (label_w + len(indices) * (size + pad), 3 * (size + pad)), "white")
+    grid = Image.new("RGB", (label_w + len(columns) * (size + pad), 3 * (size + pad)), "white")
     draw = ImageDraw.Draw(grid)
     for row, title in enumerate(("composite", "mask", "target")):
         draw.text((4, row * (size + pad) + size // 2), title, fill="black")
-    for col, index in enumerate(indices):
-        item, info = dataset.sample(index)
+    for col, (index, *edit) in enumerate(columns):
+        item, info = dataset.sample(index, *edit)
         x = label_w + col * (size + pad)
         for row, key in enumerate(("composite", "mask", "target")):
             grid.paste(_tile(item[key]), (x, row * (size + pad)))
@@ -238,25 +282,71 @@ def spread_indices(length: int, count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, length - 1, min(count, length))})
 
 
-def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dict[str, float]:
-    """Difficulty of the raw composites: mean MSE / fMSE / PSNR against the targets (0-255 scale)."""
+# iHarmony4 test composites (the real benchmark the generator imitates): median fMSE per subset;
+# 10-90% of its fMSE lie in roughly 250-5000 and the median object covers 2-11% of the frame.
+IHARMONY4_FMSE_MEDIAN = {"HCOCO": 738, "HAdobe5k": 1402, "HFlickr": 1091, "Hday2night": 893}
+IHARMONY4_FMSE_RANGE = (250, 5000)
+IHARMONY4_AREA_MEDIAN = (0.02, 0.11)
+STATS_PERCENTILES = (10, 50, 90)
+
+
+def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dict:
+    """Difficulty and make-up of the raw composites against their targets (0-255 scale).
+
+    Mean MSE / fMSE / PSNR, fMSE and object-area percentiles (STATS_PERCENTILES), and the share
+    of items per edit mode and per family (A: object edit, B: scene edit).
+    """
+    from collections import Counter
+
     from tqdm import tqdm
 
     from gknet.metrics import image_metrics
 
-    rows = []
+    rows, modes, families = [], Counter(), Counter()
     for index in tqdm(indices, desc="composites", unit="img", leave=False):
-        item = dataset[index]
+        item, info = dataset.sample(index)
         metrics = image_metrics(item["composite"][None] * 255, item["target"][None] * 255, item["mask"][None])
-        rows.append([metrics[k].item() for k in ("mse", "fmse", "psnr")])
-    mse, fmse, psnr = np.array(rows).T
+        rows.append([metrics[k].item() for k in ("mse", "fmse", "psnr")] + [item["mask"].mean().item()])
+        modes[info["mode"]] += 1
+        for tag, key in (("A", "object"), ("B", "scene")):
+            families.update(f"{tag}: {f}" for f in (info[key] or {"families": []})["families"])
+    mse, fmse, psnr, area = np.array(rows).T
+    count = len(rows)
+
+    def percentiles(values):
+        return dict(zip(STATS_PERCENTILES, np.percentile(values, STATS_PERCENTILES).tolist(), strict=True))
+
     return {
-        "count": len(rows),
+        "count": count,
         "mse": float(mse.mean()),
         "fmse": float(fmse.mean()),
         "fmse_median": float(np.median(fmse)),
         "psnr": float(psnr.mean()),
+        "fmse_percentiles": percentiles(fmse),
+        "area_percentiles": percentiles(area),
+        "modes": {m: modes[m] / count for m in sorted(modes)},
+        "families": {f: families[f] / count for f in sorted(families)},
     }
+
+
+def format_stats(stats: dict, label: str) -> str:
+    """``composite_stats`` as a few lines of text beside the iHarmony4 test figures."""
+    pct = "/".join(f"{p}" for p in STATS_PERCENTILES)
+    fmse = " / ".join(f"{v:.0f}" for v in stats["fmse_percentiles"].values())
+    area = " / ".join(f"{100 * v:.1f}%" for v in stats["area_percentiles"].values())
+    real = ", ".join(f"{k} {v}" for k, v in IHARMONY4_FMSE_MEDIAN.items())
+    families = ", ".join(f"{f} {100 * v:.0f}%" for f, v in stats["families"].items())
+    low, high = IHARMONY4_FMSE_RANGE
+    small, large = (round(100 * v) for v in IHARMONY4_AREA_MEDIAN)
+    lines = [
+        f"{label}: {stats['count']} composites: MSE {stats['mse']:.2f}  fMSE {stats['fmse']:.2f} "
+        f"(median {stats['fmse_median']:.2f})  PSNR {stats['psnr']:.2f} dB",
+        f"  fMSE p{pct}: {fmse}   iHarmony4 test: median {real}; p10-p90 about {low}-{high}",
+        f"  object area p{pct}: {area}   iHarmony4 test: median {small}-{large}%",
+        "  modes: " + ", ".join(f"{m} {100 * v:.0f}%" for m, v in stats["modes"].items()),
+        f"  families (share of items): {families}",
+    ]
+    return "\n".join(lines)
 
 
 def export_triplets(dataset: SyntheticComposites, out_dir: str | Path, overwrite: bool = False) -> int:
