@@ -142,7 +142,9 @@ class Harmonizer:
             out = out.to(composite.device, composite.dtype)
             return torch.where(mask.to(composite.device) > 0, out, composite), inter
 
-    def __call__(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
+    def __call__(
+        self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False
+    ) -> Image.Image | np.ndarray | torch.Tensor:
         """Harmonize one image; returns the composite's type, dtype and size.
 
         composite: PIL image (any mode; returns RGB), numpy array H x W x 3 (uint8 or float in

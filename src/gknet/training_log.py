@@ -18,6 +18,7 @@ from typing import Any
 
 from gknet.atomic import atomic_path, write_atomic
 from gknet.errors import GknetError
+from gknet.plotting import require_matplotlib
 
 
 class RunLog:
@@ -110,6 +111,7 @@ def plot_training_log(
 ) -> Path:
     """Training loss (raw + EMA-smoothed), validation fMSE / PSNR and, when logged, the real
     composites' fMSE ratio per subset against the step, as one figure."""
+    require_matplotlib("gknet plot-log")
     import matplotlib
 
     matplotlib.use("Agg")

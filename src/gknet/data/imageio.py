@@ -13,12 +13,16 @@ Conversions (documented for users):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gknet.atomic import atomic_path
 from gknet.errors import GknetError
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading files does not need it
+    import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -124,7 +128,7 @@ def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = Fals
     return path
 
 
-def to_tensor_image(img: Image.Image):
+def to_tensor_image(img: Image.Image) -> torch.Tensor:
     """8-bit RGB or L PIL image -> float32 torch tensor [C, H, W] in [0, 1]."""
     import torch
 
