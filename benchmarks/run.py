@@ -35,7 +35,6 @@ import torch
 from tqdm import tqdm
 
 from gknet.atomic import write_atomic
-from gknet.checkpoint import DEFAULT_WEIGHTS
 from gknet.config import ModelConfig, load_config
 from gknet.data.iharmony4 import IHarmony4
 from gknet.errors import GknetError
@@ -265,11 +264,7 @@ def job_fullres(plan: Plan, composite_path: str, mask_path: str) -> dict:
     t0 = time.perf_counter()
     composite, mask = load_rgb(composite_path), load_mask(mask_path)
     load_s = time.perf_counter() - t0
-    if DEFAULT_WEIGHTS.is_file():
-        harmonizer, weights = Harmonizer.from_pretrained(), "shipped default"
-    else:  # same architecture, so the same speed
-        harmonizer = Harmonizer(build_model(model_config("gknet_small")))
-        weights = "random gknet_small (no shipped weights)"
+    harmonizer, weights = Harmonizer.from_pretrained(), "shipped default"
     width, height = composite.size
     return {
         **_measure(lambda: harmonizer(composite, mask), plan),

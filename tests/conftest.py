@@ -68,3 +68,18 @@ def readonly_dir(tmp_path) -> Path:
         yield system
         return
     pytest.skip("no folder here refuses to create files")
+
+
+def ship_weights(monkeypatch, folder: Path, release: Path | None = None) -> Path:
+    """Make ``folder`` gknet's shipped-weights folder; copy ``release`` (+ .json) in as the default."""
+    import shutil
+
+    from gknet.checkpoint import DEFAULT_NAME
+
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr("gknet.checkpoint.WEIGHTS_DIR", folder)
+    target = folder / f"{DEFAULT_NAME}.safetensors"
+    if release is not None:
+        shutil.copy(release, target)
+        shutil.copy(release.with_suffix(".json"), target.with_suffix(".json"))
+    return target

@@ -9,6 +9,7 @@ from gknet.atomic import (
     NAME_MAX,
     atomic_path,
     check_writable,
+    publish_copy,
     remove_stale_temporaries,
     temporary_path,
     write_atomic,
@@ -74,3 +75,17 @@ def test_check_writable_tries_the_location(tmp_path, readonly_dir):
         check_writable(tmp_path / ("x" * 256))
     with pytest.raises(GknetError, match="cannot write"):
         check_writable(readonly_dir / "out.png")
+
+
+def test_publish_copy_links_or_copies_and_replaces(tmp_path, monkeypatch):
+    src, dst = tmp_path / "step_1.pt", tmp_path / "last.pt"
+    src.write_bytes(b"state 1")
+    dst.write_bytes(b"state 0")
+    publish_copy(src, dst)
+    assert dst.read_bytes() == b"state 1" and os.path.samefile(src, dst)  # a hard link here
+    monkeypatch.setattr(os, "link", lambda *_: (_ for _ in ()).throw(OSError("no links here")))
+    other = tmp_path / "step_2.pt"
+    other.write_bytes(b"state 2")
+    publish_copy(other, dst)
+    assert dst.read_bytes() == b"state 2" and not os.path.samefile(other, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_1.pt", "step_2.pt"]

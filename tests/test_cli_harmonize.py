@@ -12,12 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-import gknet.checkpoint
 from gknet.checkpoint import save_release
 from gknet.cli import main
 from gknet.data.imageio import load_mask, load_rgb
 from gknet.models import build_model
-from tests.conftest import require_shared, tiny_config
+from tests.conftest import require_shared, ship_weights, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LALONDE = ("image_001084", "image_001900", "image_002020")  # 256x256, 341x256, 256x256
@@ -224,7 +223,9 @@ def test_console_error_has_no_traceback(weights, pair, tmp_path):
     assert proc.stderr.strip() == f"gknet harmonize: error: file not found: {tmp_path / 'nope.png'}"
 
 
-def test_default_weights_missing_warns_loudly(capsys, monkeypatch, pair, tmp_path):
-    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "none.safetensors")
-    code, _, err = harmonize(capsys, "default", *pair, "-o", tmp_path / "o.png")
-    assert code == 0 and "gknet harmonize: warning: " in err and "RANDOMLY INITIALISED" in err
+def test_default_weights_missing_is_one_error(capsys, monkeypatch, pair, tmp_path):
+    ship_weights(monkeypatch, tmp_path / "shipped")  # an installation that lost its weights file
+    for name in ("default", "gknet_small"):
+        code, _, err = harmonize(capsys, name, *pair, "-o", tmp_path / "o.png")
+        assert_one_error_line(code, err, "the shipped weights 'gknet_small' are missing")
+    assert not (tmp_path / "o.png").exists()

@@ -81,6 +81,8 @@ def world(tmp_path_factory) -> Path:
 
     (w / "binary.jsonl").write_bytes(bytes(range(256)))
     (w / "nostep.jsonl").write_text('{"loss": 1.0}\n')
+    bad_real = {"step": 1, "val": {"fmse": 1, "psnr": 2}, "real_val": {"HFlickr": 3}}
+    (w / "badreal.jsonl").write_text(json.dumps(bad_real) + "\n")
     (w / "good.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 1, "val": {"fmse": 1, "psnr": 2}}\n')
     (w / "pickle.pt").write_bytes(b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s.")
 
@@ -125,6 +127,7 @@ SCORES = ["study", "scores", "--db", "{w}/study.sqlite", "--bootstrap", "10"]
 EXPORT = ["export", "{w}/run/ckpt/last.pt"]
 EXPLAIN = ["explain", "{w}/c.png", "{w}/m.png", "--weights", "{w}/tiny.safetensors", "--resolution", "32"]
 EVAL = ["evaluate", "--baseline", "composite", "--no-progress"]
+SYNTH = ["synth", "--root", "{w}/photos"]  # outputs are checked before the photos are read
 
 CLI_CASES = {
     # harmonize: output formats Pillow can only read, sizes, names, places, weights
@@ -169,9 +172,9 @@ CLI_CASES = {
     "300 GB widths": ([*HC, "-o", "{out}/r.png", "--weights", "{w}/huge.safetensors"], "the config needs"),
     "output is the input": ([*HC, "-o", "{w}/c.png", "--overwrite"], "refusing to overwrite an input"),
     # synth
-    "synth preview .psd": (["synth", "--preview", "-o", "{out}/g.psd"], "unknown image format"),
-    "synth preview read-only": (["synth", "--preview", "-o", "{ro}/g.png"], "cannot write"),
-    "synth --n 0": (["synth", "--stats", "--n", "0"], "--n: must be an integer >= 1, got 0"),
+    "synth preview .psd": ([*SYNTH, "--preview", "-o", "{out}/g.psd"], "unknown image format"),
+    "synth preview read-only": ([*SYNTH, "--preview", "-o", "{ro}/g.png"], "cannot write"),
+    "synth --n 0": ([*SYNTH, "--stats", "--n", "0"], "--n: must be an integer >= 1, got 0"),
     # study
     "scores --bootstrap -5": ([*SCORES, "--bootstrap", "-5"], "--bootstrap: must be an integer >= 0, got -5"),
     "scores --confidence 1.5": ([*SCORES, "--confidence", "1.5"], "--confidence: must be a number in (0, 1)"),
@@ -206,6 +209,7 @@ CLI_CASES = {
     # plot-log
     "plot-log binary file": (["plot-log", "{w}/binary.jsonl", "-o", "{out}/p.png"], "is not a text log"),
     "plot-log no step": (["plot-log", "{w}/nostep.jsonl", "-o", "{out}/p.png"], "no numeric 'step'"),
+    "plot-log bad real_val": (["plot-log", "{w}/badreal.jsonl", "-o", "{out}/p.png"], "'real_val' must hold"),
     "plot-log .gif": (["plot-log", "{w}/good.jsonl", "-o", "{out}/p.gif"], "unsupported plot format"),
     "plot-log --smooth 1.5": (["plot-log", "{w}/good.jsonl", "-o", "{out}/p.png", "--smooth", "2"], "[0, 1)"),
     "plot-log read-only": (["plot-log", "{w}/good.jsonl", "-o", "{ro}/p.png"], "cannot write"),
@@ -269,7 +273,7 @@ def studio(world, tmp_path_factory):
     _image(root / "mine" / "a.jpg", size=(40, 32), format="JPEG")
     db = root / "studio.sqlite"
     StudyDB(db).register_method("mine", root / "mine")
-    harmonizer = Harmonizer.from_file(world / "tiny.safetensors", resolution=32)
+    harmonizer = Harmonizer.from_pretrained(world / "tiny.safetensors", resolution=32)
     app = create_app(db, harmonizer=harmonizer, study_dir=root / "study", seed=0)
     with TestClient(app, base_url="http://localhost") as client:
         pair = client.get("/api/study/pair", params={"session": "session-0001"}).json()
@@ -373,19 +377,33 @@ def _refuse(*_args, **_kwargs):
 
 
 def test_outputs_are_checked_before_the_model_is_loaded(world, tmp_path, readonly_dir, monkeypatch, capsys):
-    monkeypatch.setattr("gknet.harmonizer.Harmonizer.from_file", _refuse)
+    monkeypatch.setattr("gknet.harmonizer.Harmonizer.from_pretrained", _refuse)
     monkeypatch.setattr("gknet.evaluate.load_method", _refuse)
-    monkeypatch.setattr("gknet.explain.run_model", _refuse)
+    monkeypatch.setattr("gknet.explain.capture", _refuse)
     runs = [
         [*H, "{w}/c.png", "{w}/m.png", "-o", "{ro}/big_result.jpg"],  # as for a 12 MP image
         [*H, *FOLDER, "-o", "{ro}/out"],
         [*EVAL, "--data-root", "{w}/ih4", "--out", "{ro}/eval"],
+        [*EVAL, "--data-root", "{w}/ih4", "--figure", "{ro}/figure.png"],
         [*EXPLAIN, "-o", "{ro}/explain"],
     ]
     for template in runs:
         argv = [arg.format(w=world, ro=readonly_dir) for arg in template]
         assert main(argv) == 2
         assert "cannot write" in capsys.readouterr().err
+
+
+def test_each_methods_evaluate_folder_is_checked_before_any_image_is_scored(
+    world, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr("gknet.evaluate.evaluate", _refuse)
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "reinhard").write_text("a file where a method's folder goes")
+    folders = ["--composites", "{w}/folder/composites", "--masks", "{w}/folder/masks", "--targets"]
+    template = [*EVAL, "--baseline", "reinhard", *folders, "{w}/folder/composites", "--out", str(out)]
+    assert main([arg.format(w=world) for arg in template]) == 2
+    assert f"output folder is a file: {out / 'reinhard'}" in capsys.readouterr().err
 
 
 def test_a_killed_harmonize_runs_temporaries_are_removed_by_the_next(world, tmp_path, capsys):
@@ -521,7 +539,7 @@ def study_app(world, tmp_path):
     (mine / "c.png").symlink_to(tmp_path / "secret.png")  # points out of the registered folder
     db = StudyDB(tmp_path / "studio.sqlite")
     db.register_method("mine", mine)
-    harmonizer = Harmonizer.from_file(world / "tiny.safetensors", resolution=32)
+    harmonizer = Harmonizer.from_pretrained(world / "tiny.safetensors", resolution=32)
 
     def make(**kwargs):
         from gknet.studio.server import create_app

@@ -51,7 +51,7 @@ def harmonizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     cfg = tiny_config()
     save_release(build_model(cfg), cfg, path)
-    return Harmonizer.from_file(path, resolution=32)  # small working size: fast on a shared CPU
+    return Harmonizer.from_pretrained(path, resolution=32)  # small working size: fast on a shared CPU
 
 
 @pytest.fixture

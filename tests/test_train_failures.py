@@ -20,7 +20,7 @@ from gknet.errors import GknetError
 from gknet.models import build_model
 from gknet.train import train
 from gknet.train_state import load_state, save_state
-from tests.train_helpers import GKNET, tiny_train_config, write_triplet_folder
+from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,7 +52,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(config, tmp_path, ca
     losses = [r["loss"] for r in records if "loss" in r and "event" not in r]
     assert all(math.isfinite(v) for v in losses) and records[-1] is diverged[0]
     best = out / "ckpt" / "best.pt"
-    assert not best.exists() or math.isfinite(load_state(best)["best_fmse"])
+    assert not best.exists() or math.isfinite(load_state(best)["best_score"])
 
 
 def test_a_non_finite_validation_never_becomes_the_best_checkpoint(tmp_path, monkeypatch, capsys):
@@ -60,8 +60,27 @@ def test_a_non_finite_validation_never_becomes_the_best_checkpoint(tmp_path, mon
     nan = {"mse": math.nan, "fmse": math.nan, "psnr": math.nan}
     monkeypatch.setattr("gknet.train.validate", lambda *args, **kwargs: dict(nan))
     result = train(tiny_train_config(root, max_steps=4, val_every=2), tmp_path / "run")
-    assert result["best_fmse"] is None and not (tmp_path / "run" / "ckpt" / "best.pt").exists()
+    assert result["best_score"] is None and not (tmp_path / "run" / "ckpt" / "best.pt").exists()
     assert "validation at step 2 is not finite: not kept as best.pt" in capsys.readouterr().out
+
+
+def test_a_non_finite_real_validation_score_never_becomes_the_best(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from gknet.training_data import RealValidation
+
+    real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 2})
+    root = write_triplet_folder(tmp_path / "data", count=8, size=40)
+    cfg = tiny_train_config(root, max_steps=6, val_every=2)
+    data = dataclasses.replace(cfg.data, real_val=str(real), real_val_subsets=("HFlickr",))
+    cfg = dataclasses.replace(cfg, data=data)
+    scores = iter([math.nan, 0.5, math.inf])  # steps 2, 4, 6: only step 4's is finite
+    monkeypatch.setattr(RealValidation, "__call__", lambda *args, **kwargs: {"score": next(scores)})
+    result = train(cfg, tmp_path / "run")
+    best = load_state(tmp_path / "run" / "ckpt" / "best.pt")
+    assert result["best_score"] == 0.5 and best["step"] == 4 and best["select_on"] == "real_val.score"
+    out = capsys.readouterr().out
+    assert "validation at step 2 is not finite" in out and "validation at step 6 is not finite" in out
 
 
 def test_export_and_loading_refuse_non_finite_weights(config, tmp_path, capsys):

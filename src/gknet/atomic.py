@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -117,3 +118,14 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+def publish_copy(src: str | Path, dst: str | Path) -> Path:
+    """Replace ``dst`` with a copy of ``src``: a hard link where the filesystem allows, else a copy."""
+    with atomic_path(dst) as tmp:
+        os.unlink(tmp)  # os.link needs a free name; the random one stays ours
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+    return Path(dst)

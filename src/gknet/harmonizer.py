@@ -1,18 +1,21 @@
 """Harmonizer: the public inference API. Any image type, any size, full-resolution output.
 
     from gknet import Harmonizer
-    h = Harmonizer.from_pretrained()          # or Harmonizer.from_file("my.safetensors")
+    h = Harmonizer.from_pretrained()          # shipped "gknet_small", or a release file path
     result = h(composite, mask)               # PIL image, numpy array or torch tensor
 
 The network runs on a ``resolution`` x ``resolution`` copy of the image (the whole image
 resized, as in training and in the iHarmony4 protocol); its colour change is carried to
 the input's own size by :mod:`gknet.fullres`, so the result keeps every detail of the
-input. The mask is used as alpha: soft values blend, pixels where it is 0 come back
-bit-for-bit unchanged, and an empty mask returns the input with a warning.
+input. The resolution and the transfer's parameters come from the release file's
+inference settings (:class:`gknet.config.InferenceConfig`). The mask is used as alpha:
+soft values blend, pixels where it is 0 come back bit-for-bit unchanged, and an empty
+mask returns the input with a warning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -20,12 +23,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageChops, ImageFilter
 
-from gknet.data.imageio import mask_image, rgb_image, to_tensor_image
+from gknet.config import MIN_RESOLUTION, InferenceConfig
+from gknet.data.imageio import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
+from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.fullres import resize, transfer_to_full_resolution
+from gknet.models import Intermediates
 
-DEFAULT_RESOLUTION = 256
-MIN_RESOLUTION = 16
 # One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
 # pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
 MAX_PASS_BYTES = 8e9
@@ -66,70 +70,90 @@ def check_resolution(cfg, resolution: int) -> None:
     )
 
 
-class UntrainedModelWarning(UserWarning):
-    """The model has random weights: its output is not a harmonization."""
-
-
 class EmptyMaskWarning(UserWarning):
     """The mask selects nothing: the output is the input."""
 
 
 class Harmonizer:
-    """A GKNet model wrapped for inference on users' images.
+    """A model wrapped for inference on users' images.
 
-    ``model(composite [B,3,h,w], mask [B,1,h,w]) -> [B,3,h,w]`` in [0, 1]; ``device`` is
-    ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch.device.
+    ``model(composite [B,3,h,w], mask [B,1,h,w]) -> [B,3,h,w]`` in [0, 1]; ``settings`` are the
+    inference settings (defaults: :class:`gknet.config.InferenceConfig`), ``resolution``
+    overrides theirs; ``device`` is ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch.device.
     """
 
-    def __init__(self, model: torch.nn.Module, resolution: int = DEFAULT_RESOLUTION, device="cpu"):
-        from gknet.evaluate import resolve_device
-
-        if not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
-            raise GknetError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution!r}")
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        resolution: int | None = None,
+        device: str | torch.device = "cpu",
+        settings: InferenceConfig | None = None,
+        name: str = "model",
+    ):
+        settings = settings or InferenceConfig()
+        if resolution is not None:
+            if not isinstance(resolution, int) or isinstance(resolution, bool):
+                raise GknetError(f"resolution must be an integer, got {resolution!r}")
+            settings = dataclasses.replace(settings, resolution=resolution)  # validated: ConfigError
         if getattr(model, "cfg", None) is not None:
-            check_resolution(model.cfg, resolution)
-        self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+            check_resolution(model.cfg, settings.resolution)
+        self.settings, self.name = settings, name
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.resolution = resolution
+
+    @property
+    def resolution(self) -> int:
+        """Side of the square network pass, in pixels."""
+        return self.settings.resolution
 
     @classmethod
-    def from_file(cls, path: str | Path, resolution: int = DEFAULT_RESOLUTION, device="cpu") -> Harmonizer:
-        """Load release weights written by :func:`gknet.checkpoint.save_release`."""
-        from gknet.checkpoint import load_release
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path = "gknet_small",
+        *,
+        resolution: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> Harmonizer:
+        """Release weights by shipped name (``"gknet_small"``, ``"default"``) or by path.
 
-        model, _cfg, _meta = load_release(path)
-        return cls(model, resolution, device)
-
-    @classmethod
-    def from_pretrained(cls, resolution: int = DEFAULT_RESOLUTION, device="cpu") -> Harmonizer:
-        """The shipped default weights (:data:`gknet.checkpoint.DEFAULT_WEIGHTS`).
-
-        Until they are shipped, this returns a RANDOMLY INITIALISED model with the default
-        :class:`gknet.config.ModelConfig` (seeded, so runs are reproducible) and warns.
+        The release's JSON sets the model, the network resolution (``resolution`` overrides
+        it), the input normalisation and the full-resolution transfer.
         """
-        from gknet.checkpoint import DEFAULT_WEIGHTS
+        from gknet.checkpoint import inference_config, load_release, weights_path
 
-        if Path(DEFAULT_WEIGHTS).exists():
-            return cls.from_file(DEFAULT_WEIGHTS, resolution, device)
-        from gknet.config import ModelConfig
-        from gknet.models import build_model
-
-        warnings.warn(
-            f"no trained weights shipped yet ({DEFAULT_WEIGHTS.name} is missing): using a RANDOMLY "
-            "INITIALISED model, its output is NOT a harmonization; pass trained weights with --weights PATH",
-            UntrainedModelWarning,
-            stacklevel=2,
-        )
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = build_model(ModelConfig())
-        return cls(model, resolution, device)
+        path = weights_path(name_or_path)
+        model, _cfg, meta = load_release(path)
+        name = str((meta or {}).get("name") or path.stem)
+        return cls(model, resolution, device, settings=inference_config(path), name=name)
 
     def harmonize_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """composite [B, 3, H, W] float in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B, 3, H, W].
 
         Same dtype and device as ``composite``; where ``mask`` is 0 the output equals it exactly.
         """
+        return self._harmonize(composite, mask, trace=False)[0]
+
+    def trace_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Intermediates]:
+        """``harmonize_tensor``'s result and the intermediates of its network pass, in one pass.
+
+        The intermediates are at the network resolution (see :class:`gknet.models.Intermediates`).
+        """
+        out, inter = self._harmonize(composite, mask, trace=True)
+        if inter is None:
+            raise GknetError("the mask is empty: the network does not run, there is nothing to trace")
+        return out, inter
+
+    def _network(self, composite: torch.Tensor, mask: torch.Tensor, trace: bool):
+        if not trace:
+            return self.model(composite, mask), None
+        if not hasattr(self.model, "trace"):
+            raise GknetError(f"{type(self.model).__name__} cannot report its intermediates (no trace method)")
+        inter = self.model.trace(composite, mask)
+        return inter.output, inter
+
+    def _harmonize(
+        self, composite: torch.Tensor, mask: torch.Tensor, trace: bool
+    ) -> tuple[torch.Tensor, Intermediates | None]:
         if composite.ndim != 4 or composite.shape[1] != 3 or not composite.is_floating_point():
             raise GknetError(f"composite must be a float tensor [B, 3, H, W], got {_describe(composite)}")
         b, _, h, w = composite.shape
@@ -139,25 +163,29 @@ class Harmonizer:
         for i in empty.nonzero().flatten().tolist():
             where = f" (image {i} of the batch)" if b > 1 else ""
             message = f"the mask is empty{where}: the output equals the input"
-            warnings.warn(message, EmptyMaskWarning, stacklevel=2)
+            warnings.warn(message, EmptyMaskWarning, stacklevel=3)
         if bool(empty.all()):
-            return composite.clone()
+            return composite.clone(), None
         with torch.no_grad():
             comp = composite.to(self.device, torch.float32)
             alpha = mask.to(self.device, torch.float32).clamp(0, 1)
             low = (self.resolution, self.resolution)
             if (h, w) == low:
-                out = self.model(comp, alpha)
+                out, inter = self._network(comp, alpha, trace)
             else:
                 low_comp, low_alpha = resize(comp, low), resize(alpha, low).clamp(0, 1)
-                low_out = self.model(low_comp, low_alpha)
-                out = transfer_to_full_resolution(comp, alpha, low_comp, low_out, low_alpha)
+                low_out, inter = self._network(low_comp, low_alpha, trace)
+                out = transfer_to_full_resolution(
+                    comp, alpha, low_comp, low_out, low_alpha, self.settings.fullres
+                )
             if not bool(torch.isfinite(out).all()):
                 raise GknetError("the model produced NaN or infinite values: its weights are broken")
             out = out.to(composite.device, composite.dtype)
-            return torch.where(mask.to(composite.device) > 0, out, composite)
+            return torch.where(mask.to(composite.device) > 0, out, composite), inter
 
-    def __call__(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
+    def __call__(
+        self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False
+    ) -> Image.Image | np.ndarray | torch.Tensor:
         """Harmonize one image; returns the composite's type, dtype and size.
 
         composite: PIL image (any mode; returns RGB), numpy array H x W x 3 (uint8 or float in
@@ -192,13 +220,13 @@ def _composite_to_tensor(composite):
     """-> ([B, 3, H, W] float tensor, function turning a result tensor back into the input's type)."""
     if isinstance(composite, Image.Image):
         tensor = to_tensor_image(rgb_image(composite))[None]
-        return tensor, lambda out: Image.fromarray(_to_uint8(out[0]))
+        return tensor, lambda out: to_pil_image(out[0])
     if isinstance(composite, np.ndarray):
         if composite.ndim != 3 or composite.shape[2] != 3:
             raise GknetError(f"composite array must be H x W x 3, got {_describe(composite)}")
         if composite.dtype == np.uint8:
             tensor = torch.from_numpy(composite.astype(np.float32) / 255.0)
-            return tensor.permute(2, 0, 1)[None], lambda out: _to_uint8(out[0])
+            return tensor.permute(2, 0, 1)[None], lambda out: to_uint8_array(out[0])
         if not np.issubdtype(composite.dtype, np.floating):
             raise GknetError(f"composite array must be uint8 or float in [0, 1], got dtype {composite.dtype}")
         _check_unit_range(composite, "composite")
@@ -249,10 +277,6 @@ def _check_unit_range(x, name: str) -> None:
     lo, hi = float(x.min()), float(x.max())
     if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
         raise GknetError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}] (use uint8 for 0-255 data)")
-
-
-def _to_uint8(chw: torch.Tensor) -> np.ndarray:
-    return (chw.float() * 255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def comparison_image(

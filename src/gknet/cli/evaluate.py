@@ -22,19 +22,37 @@ def register(subparsers) -> None:
         "--subsets",
         nargs="+",
         metavar="NAME",
-        help="HCOCO HAdobe5k HFlickr Hday2night (default: all present)",
+        help="e.g. HCOCO HAdobe5k HFlickr Hday2night RainNet_examples (default: every listed subset)",
     )
     data.add_argument("--split", default="test", choices=("train", "test"), help="default: test")
     data.add_argument("--composites", metavar="DIR", help="folder of composites (paired by file stem)")
     data.add_argument("--masks", metavar="DIR", help="folder of foreground masks")
     data.add_argument("--targets", metavar="DIR", help="folder of ground-truth images")
-    method = p.add_mutually_exclusive_group(required=True)
-    method.add_argument("--weights", metavar="PATH", help="release .safetensors file, or 'default'")
-    method.add_argument("--baseline", metavar="NAME", help="composite, reinhard or histogram")
+    method = p.add_argument_group("methods (repeatable: each is evaluated, in the order given)")
+    p.set_defaults(methods=[])
+    method.add_argument(
+        "--weights",
+        metavar="NAME|PATH",
+        action=_AddMethod,
+        help="shipped weights (gknet_small, default) or a release .safetensors file",
+    )
+    method.add_argument(
+        "--baseline", metavar="NAME", action=_AddMethod, help="composite, reinhard or histogram"
+    )
+    p.add_argument(
+        "--figure",
+        metavar="FILE.png",
+        help="also write a Figure-6 style comparison of all methods (worst, median, best image by the "
+        "last method's fMSE ratio to the composite)",
+    )
     p.add_argument(
         "--limit", type=integer(1), metavar="K", help="evaluate only the first K images of each subset"
     )
-    p.add_argument("--out", metavar="DIR", help="output folder (default: outputs/evaluate/<method>)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: outputs/evaluate/<method>; with several methods DIR/<method>)",
+    )
     p.add_argument("--batch-size", type=integer(1), default=8, help="default: 8")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=integer(0), default=0, help="image loading processes (default: 0)")
@@ -76,17 +94,74 @@ def _dataset(args: argparse.Namespace):
     return dataset, source
 
 
+class _AddMethod(argparse.Action):
+    """--weights / --baseline append (kind, value) to ``methods``, keeping the order typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.methods = [*namespace.methods, (self.dest, values)]
+
+
+def _methods(args: argparse.Namespace, device) -> list:
+    """(name, method) in command-line order; repeated names get a suffix."""
+    from gknet.errors import GknetError
+    from gknet.evaluate import load_method
+
+    if not args.methods:
+        raise GknetError("pass at least one --weights NAME|PATH or --baseline NAME")
+    methods, seen = [], {}
+    for kind, value in args.methods:
+        method, name = load_method(**{kind: value, "device": device})
+        seen[name] = seen.get(name, 0) + 1
+        methods.append((name if seen[name] == 1 else f"{name}_{seen[name]}", method))
+    return methods
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gknet.evaluate import evaluate, load_method, prepare_out_dir, resolve_device, write_outputs
+    from gknet.atomic import check_writable, remove_stale_temporaries
+    from gknet.device import resolve_device
+    from gknet.errors import GknetError
+    from gknet.evaluate import evaluate, prepare_out_dir, write_outputs
 
-    if args.out:  # before any work: the results must have somewhere to go
+    # Before any work, the results must have somewhere to go: the folder and figure named on the
+    # command line first, then each method's folder once the methods' names are known.
+    if args.figure:
+        figure = Path(args.figure)
+        if figure.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise GknetError(f"unsupported figure format {figure.suffix!r} (use .png or .jpg)")
+        check_writable(figure)
+        remove_stale_temporaries(figure.parent, [figure.name])
+    if args.out:
         prepare_out_dir(args.out)
     device = resolve_device(args.device)
     dataset, source = _dataset(args)
-    method, name = load_method(args.baseline, args.weights, device)
-    out = prepare_out_dir(args.out or Path("outputs") / "evaluate" / name)
+    methods = _methods(args, device)
+    outs = [_out_dir(args.out, name, len(methods) > 1) for name, _ in methods]
+    for out in outs:
+        prepare_out_dir(out)
+    runs, status = [], 0
+    for (name, method), out in zip(methods, outs, strict=True):
+        run = _evaluate_one(args, dataset, source, name, method, device, out, evaluate, write_outputs)
+        status = max(status, int(bool(run.failures)))
+        runs.append(run)
+    if args.figure:
+        from gknet.comparison import comparison_figure
+
+        path = comparison_figure(dataset, methods, runs, args.figure, device=device)
+        print(f"wrote {path}")
+    return status
+
+
+def _out_dir(out: str | None, name: str, several: bool):
+    from pathlib import Path
+
+    if not out:
+        return Path("outputs") / "evaluate" / name
+    return Path(out) / name if several else Path(out)
+
+
+def _evaluate_one(args, dataset, source, name, method, device, out, evaluate, write_outputs):
     run = evaluate(
         method,
         dataset,
@@ -111,5 +186,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(run.failures)} file(s) failed (listed in {files['report.md']}):")
         for failure in run.failures:
             print(f"  {failure['path']}: {failure['error']}")
-        return 1
-    return 0
+    return run

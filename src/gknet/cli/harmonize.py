@@ -9,8 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from gknet.cli._args import integer
-
-MIN_RESOLUTION = 16  # gknet.harmonizer.MIN_RESOLUTION, without importing torch to parse arguments
+from gknet.config import MIN_RESOLUTION
 
 PROG = "gknet harmonize"
 COMPARE_SUFFIX = "_compare.jpg"
@@ -32,13 +31,18 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (folder in folder mode)")
     p.add_argument("--composites", metavar="DIR", help="folder mode: folder of composites")
     p.add_argument("--masks", metavar="DIR", help="folder mode: folder of masks, paired by file stem")
-    p.add_argument("--weights", default="default", metavar="PATH", help="release .safetensors or 'default'")
+    p.add_argument(
+        "--weights",
+        default="default",
+        metavar="NAME|PATH",
+        help="shipped weights (default: gknet_small) or a release .safetensors file",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument(
         "--resolution",
         type=integer(MIN_RESOLUTION),
-        default=256,
-        help="size of the network pass in pixels (default: 256; the largest depends on the model's memory)",
+        help="size of the network pass in pixels (default: the weights' setting; the largest depends on "
+        "the model's memory)",
     )
     p.add_argument(
         "--threshold",
@@ -100,7 +104,7 @@ def _harmonize_file(harmonizer, composite: Path, mask: Path, out: Path, args: ar
 
 @contextlib.contextmanager
 def _warnings_as_lines(prefix: str = ""):
-    """Show every warning (untrained model, empty mask) as one plain line, repeats included."""
+    """Show every warning (e.g. an empty mask) as one plain line, repeats included."""
     import warnings
 
     from tqdm import tqdm
@@ -186,10 +190,7 @@ def run(args: argparse.Namespace) -> int:
             _check_output(path, (composite, mask), args.overwrite)
             remove_stale_temporaries(path.parent, [path.name])
     with _warnings_as_lines():
-        if args.weights == "default":
-            harmonizer = Harmonizer.from_pretrained(args.resolution, args.device)
-        else:
-            harmonizer = Harmonizer.from_file(args.weights, args.resolution, args.device)
+        harmonizer = Harmonizer.from_pretrained(args.weights, resolution=args.resolution, device=args.device)
         if folder_mode:
             return _harmonize_folder(harmonizer, pairs, outs, args)
         _harmonize_file(harmonizer, composite, mask, out, args)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import sys
-import warnings
 from pathlib import Path
 
 from gknet.cli._args import integer, number
-
-DEFAULT_STUDY_DIR = Path("..") / "shared" / "data" / "lalonde_composites"
 
 
 def register(subparsers) -> None:
@@ -36,13 +33,16 @@ def register(subparsers) -> None:
         "--db", default="studio.sqlite", help="SQLite file of the study votes (default: studio.sqlite)"
     )
     p.add_argument(
-        "--weights", default="default", help="release .safetensors file, or 'default' (shipped weights)"
+        "--weights",
+        default="default",
+        metavar="NAME|PATH",
+        help="shipped weights (default: gknet_small) or a release .safetensors file",
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--study-dir",
-        default=str(DEFAULT_STUDY_DIR),
-        help=f"folder with composites/ and masks/ for the study (default: {DEFAULT_STUDY_DIR})",
+        metavar="DIR",
+        help="folder with composites/ and masks/ for the study (without it the study page is disabled)",
     )
     p.add_argument(
         "--methods",
@@ -88,19 +88,13 @@ def run(args) -> int:
     hosts = allowed_hosts(args.host, args.allow_host)
 
     weights = weights_path(args.weights)
-    with warnings.catch_warnings(record=True) as caught:  # e.g. untrained default weights
-        warnings.simplefilter("always")
-        if args.weights == "default":
-            harmonizer = Harmonizer.from_pretrained(device=args.device)
-        else:
-            harmonizer = Harmonizer.from_file(weights, device=args.device)
-    model_warning = " ".join(str(w.message) for w in caught) or None
-    if model_warning:
-        print(f"gknet studio: warning: {model_warning}", file=sys.stderr)
+    harmonizer = Harmonizer.from_pretrained(weights, device=args.device)
     # Cached study results are keyed by the weights' content, so new weights never reuse old results.
-    model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "untrained"
-    study_dir = Path(args.study_dir)
-    if not study_dir.is_dir():
+    model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    study_dir = Path(args.study_dir) if args.study_dir else None
+    if study_dir is None:
+        print("gknet studio: no --study-dir given; the study page is disabled", file=sys.stderr)
+    elif not study_dir.is_dir():
         print(f"gknet studio: no study images at {study_dir}; the study page is disabled", file=sys.stderr)
         study_dir = None
     app = create_app(
@@ -109,7 +103,6 @@ def run(args) -> int:
         study_dir=study_dir,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         model_tag=model_tag,
-        model_warning=model_warning,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
         hosts=hosts,

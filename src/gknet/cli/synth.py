@@ -17,12 +17,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "write a preview grid (rows: composite | mask | target) and/or print their difficulty "
         "(MSE, fMSE, PSNR of the raw composites against the targets).",
     )
-    p.add_argument("--root", default="../shared/data/photos", help="photo folder (default: %(default)s)")
+    p.add_argument("--root", required=True, help="photo folder: images/NAME.jpg + masks/NAME.png")
     p.add_argument("--split", choices=("train", "val"), default="val", help="default: %(default)s")
     p.add_argument("--preview", action="store_true", help="write a preview grid to -o")
     p.add_argument("-o", "--output", help="grid image path (.png or .jpg) for --preview")
+    p.add_argument(
+        "--each",
+        action="store_true",
+        help="--preview: one column per object family, per scene family and a 'both' edit "
+        "(on --n photos spread over the split, in turn) instead of the items' random edits",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--stats", action="store_true", help="print mean MSE / fMSE / PSNR of the composites")
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="print the composites' difficulty (MSE, fMSE percentiles, PSNR), object areas and edit mix "
+        "beside the iHarmony4 test figures",
+    )
     p.add_argument(
         "--export", metavar="DIR", help="write the whole split as DIR/{composites,masks,targets}/NAME.png"
     )
@@ -48,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from gknet.data.synthetic import (
         SyntheticComposites,
         composite_stats,
+        each_edit,
         export_triplets,
+        format_stats,
         preview_grid,
         spread_indices,
     )
@@ -64,14 +77,13 @@ def run(args: argparse.Namespace) -> int:
     dataset.set_epoch(args.epoch)
     indices = spread_indices(len(dataset), args.n)
     if args.preview:
-        path = save_image_atomic(preview_grid(dataset, indices), args.output, overwrite=args.overwrite)
-        print(f"wrote {path} ({len(indices)} {args.split} items)")
+        edits = each_edit(dataset) if args.each else None
+        grid = preview_grid(dataset, indices, edits)
+        path = save_image_atomic(grid, args.output, overwrite=args.overwrite)
+        print(f"wrote {path} ({len(edits or indices)} {args.split} items)")
     if args.stats:
         stats = composite_stats(dataset, range(min(args.n, len(dataset))))
-        print(
-            f"{args.split}: {stats['count']} composites at {args.size}px: MSE {stats['mse']:.2f}  "
-            f"fMSE {stats['fmse']:.2f} (median {stats['fmse_median']:.2f})  PSNR {stats['psnr']:.2f} dB"
-        )
+        print(format_stats(stats, f"{args.split} at {args.size}px"))
     if args.export:
         count = export_triplets(dataset, args.export, overwrite=args.overwrite)
         print(f"wrote {count} {args.split} triplets to {args.export}/{{composites,masks,targets}}")

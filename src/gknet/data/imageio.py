@@ -13,12 +13,16 @@ Conversions (documented for users):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gknet.atomic import atomic_path, check_writable
 from gknet.errors import GknetError
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading files does not need it
+    import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Formats gknet writes: those of IMAGE_SUFFIXES (Pillow also knows read-only ones such as .psd).
@@ -147,10 +151,26 @@ def save_image_atomic(img: Image.Image, path: str | Path, overwrite: bool = Fals
     return path
 
 
-def to_tensor_image(img: Image.Image):
+def to_tensor_image(img: Image.Image) -> torch.Tensor:
     """8-bit RGB or L PIL image -> float32 torch tensor [C, H, W] in [0, 1]."""
     import torch
 
     arr = np.asarray(img, dtype=np.float32) / 255.0
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def to_uint8_array(chw) -> np.ndarray:
+    """Float tensor [C, H, W] in [0, 1] -> H x W x C uint8 array, rounded to the nearest level.
+
+    The one tensor-to-image conversion (the inverse of :func:`to_tensor_image`).
+    """
+    import torch
+
+    return (chw.detach().float() * 255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def to_pil_image(chw) -> Image.Image:
+    """Float tensor [3, H, W] (-> RGB) or [1, H, W] (-> L) in [0, 1] -> PIL image."""
+    arr = to_uint8_array(chw)
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)

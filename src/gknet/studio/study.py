@@ -1,9 +1,9 @@
 """The images of the user study and every method's result for them.
 
-A study set is a folder with ``composites/`` and ``masks/`` paired by file stem (the default is
-``../shared/data/lalonde_composites``). Built-in methods (``composite``, ``reinhard``,
-``histogram`` and the loaded GKNet model) are computed on first request and cached as PNG files
-in ``cache_dir/<method>/<stem>.png``; a registered folder method (``gknet study add``) is read
+A study set is a folder with ``composites/`` and ``masks/`` paired by file stem (for example
+the Lalonde composites). Built-in methods (``composite``, ``reinhard``, ``histogram`` and the
+loaded GKNet model) are computed on first request and cached as PNG files in
+``cache_dir/<method>/<stem>.png``; a registered folder method (``gknet study add``) is read
 from its folder, where result files share the composites' stems.
 
 Every result is served as a PNG without metadata, whatever its file's format, so that nothing
@@ -22,12 +22,11 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from gknet.baselines import BASELINES, get_baseline
 from gknet.data import FolderDataset, match_by_stem
-from gknet.data.imageio import load_rgb, save_image_atomic, to_tensor_image
+from gknet.data.imageio import load_rgb, save_image_atomic, to_pil_image, to_tensor_image
 from gknet.errors import GknetError
 
 LOG = logging.getLogger("gknet.studio")
@@ -60,7 +59,7 @@ def baseline_method(name: str) -> ImageMethod:
     def run(composite: Image.Image, mask: Image.Image) -> Image.Image:
         with torch.no_grad():
             out = fn(to_tensor_image(composite)[None], to_tensor_image(mask)[None])[0]
-        return Image.fromarray((out.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        return to_pil_image(out)
 
     return run
 
