@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gknet.config import FullResConfig
 from gknet.data.imageio import load_mask, load_rgb, to_tensor_image
-from gknet.fullres import DEFAULT_EPS, DEFAULT_RADIUS, resize, transfer_to_full_resolution
+from gknet.fullres import resize, transfer_to_full_resolution
 from gknet.metrics import image_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,8 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--radius", type=int, default=DEFAULT_RADIUS)
-    parser.add_argument("--eps", type=float, default=DEFAULT_EPS)
+    parser.add_argument("--radius", type=int, default=FullResConfig.radius)
+    parser.add_argument("--eps", type=float, default=FullResConfig.eps)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     parser.add_argument("--weights", help="release weights (PATH or 'default') instead of the oracle")
     args = parser.parse_args()
@@ -84,18 +85,20 @@ def main() -> None:
     low = (args.resolution, args.resolution)
     low_comp, low_mask = resize(comp, low), resize(mask, low)
     if args.weights:
-        from gknet.checkpoint import load_release, weights_path
+        from gknet.harmonizer import Harmonizer
 
-        model = load_release(weights_path(args.weights))[0]
-        with torch.no_grad():
-            oracle = model(low_comp, low_mask)
+        # At the network resolution the Harmonizer returns the model's own output.
+        oracle = Harmonizer.from_pretrained(args.weights, resolution=args.resolution).harmonize_tensor(
+            low_comp, low_mask
+        )
     else:
         oracle = low_mask * resize(real, low) + (1 - low_mask) * low_comp
 
     naive = comp + mask * (resize(oracle, comp.shape[-2:]) - comp)
     rss_before = _rss_mib()
     start = time.perf_counter()
-    ours = transfer_to_full_resolution(comp, mask, low_comp, oracle, low_mask, args.radius, args.eps)
+    settings = FullResConfig(radius=args.radius, eps=args.eps)
+    ours = transfer_to_full_resolution(comp, mask, low_comp, oracle, low_mask, settings)
     seconds = time.perf_counter() - start
     extra_mib = _peak_rss_mib() - rss_before
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from benchmarks.measure import REPO, Plan, measure, measure_steps, time_process
-from gknet.checkpoint import DEFAULT_WEIGHTS
 from gknet.config import ModelConfig, load_config
 from gknet.losses import fn_mse_loss
 from gknet.model_info import count_macs, count_params
@@ -59,12 +58,10 @@ def _prepare(plan: Plan) -> None:
 
 
 def _harmonizer():
-    """(Harmonizer of the shipped weights, or of a random gknet_small: the same speed; its label)."""
+    """(Harmonizer of the shipped weights, its label)."""
     from gknet.harmonizer import Harmonizer
 
-    if DEFAULT_WEIGHTS.is_file():
-        return Harmonizer.from_pretrained(), "shipped default"
-    return Harmonizer(build_model(model_config("gknet_small"))), "random gknet_small (no shipped weights)"
+    return Harmonizer.from_pretrained(), "shipped default"
 
 
 def _env(plan: Plan) -> dict:
@@ -195,9 +192,10 @@ def job_onnx(plan: Plan, composite_path: str | None, mask_path: str | None) -> d
     _prepare(plan)
     torch_h, weights = _harmonizer()
     t0 = time.perf_counter()
-    exported = export_onnx(torch_h.model)
+    exported = export_onnx(torch_h.model, settings=torch_h.settings, name=torch_h.name)
     result = {"weights": weights, "export_s": time.perf_counter() - t0, "onnx_mib": len(exported) / 2**20}
-    ort_h = Harmonizer(OnnxRuntimeModel(exported), torch_h.resolution)
+    runtime = OnnxRuntimeModel(exported)
+    ort_h = Harmonizer(runtime, settings=runtime.settings, name=runtime.name)
     composite, mask = _inputs(1, torch_h.resolution)
     with torch.no_grad():
         difference = torch_h.model(composite, mask) - ort_h.model(composite, mask)

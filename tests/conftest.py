@@ -40,3 +40,46 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path) -> Path:
+    """A folder in which no file can be created: a chmod 555 one, or /sys/kernel when running as
+    root (root writes through permissions); skips where neither refuses."""
+
+    def refuses(folder: Path) -> bool:
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            return True
+        (folder / "probe").unlink()
+        return False
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if refuses(folder):
+        yield folder
+        folder.chmod(0o755)
+        return
+    folder.chmod(0o755)
+    system = Path("/sys/kernel")
+    if system.is_dir() and refuses(system):
+        yield system
+        return
+    pytest.skip("no folder here refuses to create files")
+
+
+def ship_weights(monkeypatch, folder: Path, release: Path | None = None) -> Path:
+    """Make ``folder`` gknet's shipped-weights folder; copy ``release`` (+ .json) in as the default."""
+    import shutil
+
+    from gknet.checkpoint import DEFAULT_NAME
+
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr("gknet.checkpoint.WEIGHTS_DIR", folder)
+    target = folder / f"{DEFAULT_NAME}.safetensors"
+    if release is not None:
+        shutil.copy(release, target)
+        shutil.copy(release.with_suffix(".json"), target.with_suffix(".json"))
+    return target

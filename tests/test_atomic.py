@@ -5,7 +5,16 @@ import stat
 
 import pytest
 
-from gknet.atomic import atomic_path, write_atomic
+from gknet.atomic import (
+    NAME_MAX,
+    atomic_path,
+    check_writable,
+    publish_copy,
+    remove_stale_temporaries,
+    temporary_path,
+    write_atomic,
+)
+from gknet.errors import GknetError
 
 
 def test_write_replaces_and_respects_umask(tmp_path):
@@ -31,3 +40,52 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_a_250_byte_name_is_written_although_its_temporary_would_be_longer(tmp_path):
+    target = tmp_path / ("é" * 124 + "xy")  # 250 bytes: the name limit is 255
+    assert len(os.fsencode(target.name)) == 250
+    write_atomic(target, "data")
+    assert target.read_text() == "data" and [p.name for p in tmp_path.iterdir()] == [target.name]
+    tmp = temporary_path(target)
+    assert len(os.fsencode(tmp.name)) <= NAME_MAX and tmp.parent == tmp_path
+
+
+def test_stale_temporaries_of_the_named_targets_are_removed(tmp_path):
+    long_name = "n" * 250
+    stale = [temporary_path(tmp_path / name) for name in ("a.png", "a.png", long_name)]
+    other = [temporary_path(tmp_path / "b.png"), tmp_path / ".a.png.notours.tmp", tmp_path / "a.png"]
+    for path in stale + other:
+        path.write_bytes(b"partial")
+    assert remove_stale_temporaries(tmp_path, ["a.png", long_name]) == 3
+    assert sorted(tmp_path.iterdir()) == sorted(other)
+    assert remove_stale_temporaries(tmp_path) == 1  # every one of ours
+    assert remove_stale_temporaries(tmp_path / "missing") == 0
+
+
+def test_check_writable_tries_the_location(tmp_path, readonly_dir):
+    folder = tmp_path / "here"
+    folder.mkdir()
+    check_writable(folder / "new" / "deeper" / "out.png")  # folders still to be made
+    assert list(folder.iterdir()) == []  # the probe is gone
+    (folder / "file").write_text("x")
+    with pytest.raises(GknetError, match="is not a folder"):
+        check_writable(folder / "file" / "out.png")
+    with pytest.raises(GknetError, match="longer than 255 bytes"):
+        check_writable(tmp_path / ("x" * 256))
+    with pytest.raises(GknetError, match="cannot write"):
+        check_writable(readonly_dir / "out.png")
+
+
+def test_publish_copy_links_or_copies_and_replaces(tmp_path, monkeypatch):
+    src, dst = tmp_path / "step_1.pt", tmp_path / "last.pt"
+    src.write_bytes(b"state 1")
+    dst.write_bytes(b"state 0")
+    publish_copy(src, dst)
+    assert dst.read_bytes() == b"state 1" and os.path.samefile(src, dst)  # a hard link here
+    monkeypatch.setattr(os, "link", lambda *_: (_ for _ in ()).throw(OSError("no links here")))
+    other = tmp_path / "step_2.pt"
+    other.write_bytes(b"state 2")
+    publish_copy(other, dst)
+    assert dst.read_bytes() == b"state 2" and not os.path.samefile(other, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_1.pt", "step_2.pt"]

@@ -12,12 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-import gknet.checkpoint
 from gknet.checkpoint import save_release
 from gknet.cli import main
 from gknet.data.imageio import load_mask, load_rgb
 from gknet.models import build_model
-from tests.conftest import require_shared, tiny_config
+from tests.conftest import require_shared, ship_weights, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LALONDE = ("image_001084", "image_001900", "image_002020")  # 256x256, 341x256, 256x256
@@ -209,9 +208,11 @@ def test_unreadable_inputs_and_unwritable_output(capsys, weights, pair, tmp_path
     code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--threshold", "2")
     assert_one_error_line(code, err, "--threshold must be in (0, 1]")
     code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--resolution", "3")
-    assert_one_error_line(code, err, "resolution must be")
+    assert_one_error_line(code, err, "--resolution: must be an integer >= 16, got 3")
     code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--batch-size", "0")
-    assert_one_error_line(code, err, "need --batch-size >= 1")
+    assert_one_error_line(code, err, "--batch-size: must be an integer >= 1, got 0")
+    code, _, err = harmonize(capsys, weights, comp, mask, "-o", tmp_path / "o.png", "--workers", "-1")
+    assert_one_error_line(code, err, "--workers: must be an integer >= 0, got -1")
     assert not list(tmp_path.glob("o*.png")) and not list(tmp_path.glob(".*"))  # nothing half-written
 
 
@@ -224,12 +225,6 @@ def test_console_error_has_no_traceback(weights, pair, tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"gknet harmonize: error: file not found: {tmp_path / 'nope.png'}"
-
-
-def test_default_weights_missing_warns_loudly(capsys, monkeypatch, pair, tmp_path):
-    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "none.safetensors")
-    code, _, err = harmonize(capsys, "default", *pair, "-o", tmp_path / "o.png")
-    assert code == 0 and "gknet harmonize: warning: " in err and "RANDOMLY INITIALISED" in err
 
 
 def test_folder_mode_batched_and_threaded_equals_one_at_a_time(capsys, weights, tmp_path):
@@ -257,3 +252,11 @@ def test_folder_mode_batched_and_threaded_equals_one_at_a_time(capsys, weights, 
         assert one.shape == batched.shape and np.abs(one - batched).max() <= 1
         differing, total = differing + int((one != batched).sum()), total + one.size
     assert differing <= 1e-4 * total, (differing, total)
+
+
+def test_default_weights_missing_is_one_error(capsys, monkeypatch, pair, tmp_path):
+    ship_weights(monkeypatch, tmp_path / "shipped")  # an installation that lost its weights file
+    for name in ("default", "gknet_small"):
+        code, _, err = harmonize(capsys, name, *pair, "-o", tmp_path / "o.png")
+        assert_one_error_line(code, err, "the shipped weights 'gknet_small' are missing")
+    assert not (tmp_path / "o.png").exists()

@@ -10,6 +10,7 @@ from PIL import Image
 from gknet.baselines import reinhard
 from gknet.cli import main
 from gknet.data import IHarmony4
+from tests.conftest import ship_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MINI = SHARED / "examples" / "iharmony4_mini"
@@ -260,18 +261,17 @@ def test_trained_model_weights(tree, tmp_path):
 
 
 def test_bad_input_is_one_error_line(tree, tmp_path, capsys, monkeypatch):
-    import gknet.checkpoint
-
-    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    ship_weights(monkeypatch, tmp_path / "shipped")  # an installation that lost its weights file
     cases = [
         (["--data-root", tree, "--baseline", "poisson"], "unknown baseline 'poisson'; valid: composite"),
-        (["--data-root", tree, "--weights", "default"], "no default weights shipped yet"),
+        (["--data-root", tree, "--weights", "default"], "shipped weights 'gknet_small' are missing"),
         (["--data-root", tree, "--weights", tmp_path / "x.safetensors"], "weights file not found"),
+        (["--data-root", tree, "--weights", "gknet_huge"], "(shipped names: gknet_small)"),
         (["--baseline", "composite"], "no data"),
         (["--data-root", tree, "--masks", tmp_path, "--baseline", "composite"], "either --data-root"),
         (["--composites", tmp_path, "--baseline", "composite"], "needs all of"),
         (["--data-root", tree, "--subsets", "HCOCO", "--baseline", "composite"], "HCOCO_test.txt"),
-        (["--data-root", tree, "--baseline", "composite", "--limit", 0], "limit must be positive"),
+        (["--data-root", tree, "--baseline", "composite", "--limit", 0], "--limit: must be an integer >= 1"),
         (["--data-root", tree, "--baseline", "composite", "--device", "tpu"], "device"),
     ]
     for args, message in cases:
@@ -279,3 +279,20 @@ def test_bad_input_is_one_error_line(tree, tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip()
         assert err.startswith("gknet evaluate: error: ") and message in err and "\n" not in err, err
     assert not (tmp_path / "never").exists()
+
+
+def test_real_val_subsets_beyond_the_four_are_evaluated(tmp_path):
+    real_val = SHARED / "data" / "real_val"
+    if not real_val.is_dir():
+        pytest.skip(f"shared data not available: {real_val}")
+    found = IHarmony4(real_val)
+    assert found.subsets == ["HAdobe5k", "HFlickr", "Hday2night", "RainNet_examples"] and not found.problems
+    assert run_cli("--data-root", real_val, "--subsets", "rainnet_examples", "--baseline", "reinhard",
+                   "--out", tmp_path) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["subsets"]) == ["RainNet_examples"]
+    assert results["subsets"]["RainNet_examples"]["n"] == 3
+    report = (tmp_path / "report.md").read_text()
+    assert "## Other subsets (not in the paper)" in report and "| RainNet_examples PSNR↑ |" in report
+    fmse = results["ratio_to_composite"]["subsets"]["RainNet_examples"]["fmse_ratio"]
+    assert f"×{fmse:.3f}" in report.split("## Other subsets")[1].split("## Table 2")[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -9,14 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-import gknet.checkpoint
 from gknet import Harmonizer
 from gknet.checkpoint import save_release
-from gknet.config import ModelConfig
+from gknet.config import FullResConfig, InferenceConfig, Normalization
 from gknet.errors import GknetError
-from gknet.harmonizer import EmptyMaskWarning, UntrainedModelWarning, comparison_image
+from gknet.harmonizer import EmptyMaskWarning, comparison_image
 from gknet.models import build_model
-from tests.conftest import tiny_config
+from tests.conftest import ship_weights, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = tiny_config()
@@ -140,33 +140,76 @@ def test_bad_arguments_raise_clear_errors(harmonizer, composite, mask, message):
         harmonizer(composite, mask)
 
 
-def test_from_pretrained_without_weights_warns_and_is_reproducible(tmp_path, monkeypatch):
-    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "missing.safetensors")
-    with pytest.warns(UntrainedModelWarning, match="RANDOMLY INITIALISED"):
-        first = Harmonizer.from_pretrained(resolution=32)
-    with pytest.warns(UntrainedModelWarning):
-        second = Harmonizer.from_pretrained(resolution=32)
-    assert first.model.cfg == ModelConfig()
-    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+def test_missing_shipped_weights_is_one_clear_error(tmp_path, monkeypatch):
+    ship_weights(monkeypatch, tmp_path / "shipped")  # an installation that lost its weights file
+    for name in ("gknet_small", "default"):
+        with pytest.raises(GknetError, match="the shipped weights 'gknet_small' are missing"):
+            Harmonizer.from_pretrained(name)
+    with pytest.raises(GknetError, match=r"not found: gknet_huge \(shipped names: gknet_small\)"):
+        Harmonizer.from_pretrained("gknet_huge")
 
 
-def test_from_file_and_from_pretrained_load_release_weights(tmp_path, monkeypatch):
+def test_from_pretrained_takes_a_shipped_name_or_a_path(tmp_path, monkeypatch):
     torch.manual_seed(3)
     model = build_model(TINY)
     path = save_release(model, TINY, tmp_path / "tiny.safetensors")
-    monkeypatch.setattr(gknet.checkpoint, "DEFAULT_WEIGHTS", path)
+    ship_weights(monkeypatch, tmp_path / "shipped", path)
     comp, mask = inputs()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # real weights: no warning
-        pretrained = Harmonizer.from_pretrained(resolution=32, device="auto")
-    loaded = Harmonizer.from_file(path, resolution=32)
-    assert np.array_equal(pretrained(comp, mask), loaded(comp, mask))
-    assert np.array_equal(loaded(comp, mask), Harmonizer(model.eval(), resolution=32)(comp, mask))
+        by_name = Harmonizer.from_pretrained(resolution=32, device="auto")
+    by_path = Harmonizer.from_pretrained(path, resolution=32)
+    assert by_path.name == "tiny" and by_name.name == "gknet_small"
+    assert np.array_equal(by_name(comp, mask), by_path(comp, mask))
+    assert np.array_equal(by_path(comp, mask), Harmonizer(model.eval(), resolution=32)(comp, mask))
     with pytest.raises(GknetError, match="not found"):
-        Harmonizer.from_file(tmp_path / "nope.safetensors")
+        Harmonizer.from_pretrained(tmp_path / "nope.safetensors")
     with pytest.raises(GknetError, match="resolution"):
         Harmonizer(model, resolution=4)
+
+
+def test_release_json_carries_the_inference_settings(tmp_path):
+    torch.manual_seed(4)
+    norm = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    model = build_model(TINY, norm)
+    fullres = FullResConfig(radius=3, eps=1e-3, weight_power=2)
+    settings = InferenceConfig(resolution=48, train_size=24, normalization=norm, fullres=fullres)
+    path = save_release(model, TINY, tmp_path / "tiny.safetensors", inference=settings)
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["inference"] == {
+        "resolution": 48,
+        "train_size": 24,
+        "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]},
+        "fullres": {"radius": 3, "eps": 1e-3, "weight_power": 2},
+    }
+    loaded = Harmonizer.from_pretrained(path)
+    assert loaded.settings == settings and loaded.resolution == 48
+    assert loaded.model.normalization == norm
+    assert torch.equal(loaded.model.std.flatten(), torch.tensor([0.25, 0.5, 1.0]))
+    # The settings are what runs: the same model with them by hand gives the same result.
+    comp, mask = inputs()
+    by_hand = Harmonizer(model.eval(), settings=settings)
+    assert np.array_equal(loaded(comp, mask), by_hand(comp, mask))
+    plain = Harmonizer(model, settings=InferenceConfig(normalization=norm))  # default resolution, transfer
+    assert not np.array_equal(loaded(comp, mask), plain(comp, mask))
+    assert Harmonizer.from_pretrained(path, resolution=32).resolution == 32  # an explicit override wins
+    # A release written before the settings existed runs with the defaults.
+    del info["inference"]
+    path.with_suffix(".json").write_text(json.dumps(info))
+    assert Harmonizer.from_pretrained(path).settings == InferenceConfig()
+    with pytest.raises(GknetError, match="normalization"):
+        save_release(build_model(TINY), TINY, tmp_path / "bad.safetensors", inference=settings)
+
+
+def test_trace_is_the_harmonized_pass(harmonizer):
+    comp = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(1, 1, H, W)
+    mask[..., 10:30, 20:50] = 1
+    out, inter = harmonizer.trace_tensor(comp, mask)
+    assert torch.equal(out, harmonizer.harmonize_tensor(comp, mask))
+    assert inter.size == (32, 32) and inter.output.shape == (1, 3, 32, 32)  # the network resolution
+    with pytest.raises(GknetError, match="mask is empty"), pytest.warns(EmptyMaskWarning):
+        harmonizer.trace_tensor(comp, torch.zeros_like(mask))
 
 
 def test_comparison_image_panels_and_outline():
@@ -235,3 +278,23 @@ def test_batch_with_an_empty_mask_names_it_and_returns_it_unchanged(harmonizer):
     with pytest.raises(GknetError, match="2 composites, 1 masks"):
         harmonizer.harmonize_tensors(comps[:2], masks[:1])
     assert harmonizer.harmonize_tensors([], []) == []
+
+
+class _NanModel(torch.nn.Module):
+    """Broken weights: NaN for the last image of each batch, the input for the others."""
+
+    def forward(self, composite, mask):
+        out = composite.clone()
+        out[-1] = float("nan")
+        return out
+
+
+def test_non_finite_network_output_is_refused_also_in_a_batch():
+    broken = Harmonizer(_NanModel(), resolution=32)
+    comps = [torch.rand(1, 3, 32, 32), torch.rand(1, 3, H, W)]  # at the network size, and resized
+    masks = [torch.ones(1, 1, 32, 32), torch.ones(1, 1, H, W)]
+    for c, m in zip(comps, masks, strict=True):
+        with pytest.raises(GknetError, match="NaN or infinite"):
+            broken.harmonize_tensor(c, m)
+    with pytest.raises(GknetError, match="NaN or infinite"):
+        broken.harmonize_tensors(comps, masks)

@@ -23,9 +23,10 @@ def test_name_mapping():
 
 
 def test_subset_names_are_case_insensitive():
-    assert canonical_subset("hadobe5k") == "HAdobe5k"
-    with pytest.raises(GknetError, match="HCOCO, HAdobe5k, HFlickr, Hday2night"):
-        canonical_subset("HCoco2")
+    known = ["HAdobe5k", "RainNet_examples"]
+    assert canonical_subset("hadobe5k", known) == "HAdobe5k"
+    assert canonical_subset("rainnet_EXAMPLES", known) == "RainNet_examples"
+    assert canonical_subset("HCoco2", known) == "HCoco2"  # unknown: kept, so its missing list is reported
 
 
 def _save(path: Path, array: np.ndarray, **kw) -> None:
@@ -102,9 +103,27 @@ def test_bad_list_entries_become_problems(tree):
     assert len(ds.problems) == 1 and ds.problems[0][0].name == "bad.jpg"
 
 
+def test_any_listed_subset_is_read_and_an_unlisted_folder_reported(tree):
+    # A subset outside the benchmark's four, laid out the same way (as RainNet_examples).
+    (tree / "HFlickr").rename(tree / "Extra_set")
+    (tree / "HFlickr_test.txt").rename(tree / "Extra_set_test.txt")
+    (tree / "HCOCO_test.txt").unlink()  # HCOCO/ holds images but now has no test list
+    (tree / "IHD_test.txt").write_text("HFlickr/composite_images/f1_1_1.jpg\n")  # iHarmony4's combined list
+    ds = IHarmony4(tree)
+    assert ds.subsets == ["Extra_set"] and [s.name for s in ds] == ["f1_1_1.jpg", "f2_1_3.jpg"]
+    assert ds[0].composite == tree / "Extra_set" / "composite_images" / "f1_1_1.jpg"
+    assert ds.problems == [(tree / "HCOCO", "subset folder without a HCOCO_test.txt list: not evaluated")]
+    assert IHarmony4(tree, ["extra_SET"]).subsets == ["Extra_set"]
+    assert IHarmony4(tree, ["HCOCO"], split="train").problems[0][0].name == "bad.jpg"  # asked for: no report
+    with pytest.raises(GknetError, match="HCOCO_test.txt"):
+        IHarmony4(tree, ["HCOCO"])
+
+
 def test_layout_errors(tree, tmp_path_factory):
     with pytest.raises(GknetError, match="HAdobe5k_test.txt"):
         IHarmony4(tree, ["HAdobe5k"])
+    with pytest.raises(GknetError, match="Foo_test.txt"):
+        IHarmony4(tree, ["Foo"])
     with pytest.raises(GknetError, match="split"):
         IHarmony4(tree, split="val")
     with pytest.raises(GknetError, match="not a directory"):

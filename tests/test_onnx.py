@@ -13,6 +13,7 @@ import torch
 from gknet import Harmonizer
 from gknet.checkpoint import save_release
 from gknet.cli import main
+from gknet.config import FullResConfig, InferenceConfig
 from gknet.data.imageio import load_mask, load_rgb, to_tensor_image
 from gknet.errors import GknetError
 from gknet.models import build_model
@@ -31,9 +32,17 @@ LALONDE = ("image_001084", "image_001900")  # 256x256 and 341x256
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
     """The shipped model in torch and its ONNX export in ONNX Runtime (exported once: seconds)."""
-    torch_harmonizer = Harmonizer.from_pretrained()
-    path = export_onnx(torch_harmonizer.model, tmp_path_factory.mktemp("onnx") / "gknet_small.onnx")
-    return torch_harmonizer, Harmonizer.from_file(path), path
+    torch_h = Harmonizer.from_pretrained()
+    path = tmp_path_factory.mktemp("onnx") / "gknet_small.onnx"
+    export_onnx(torch_h.model, path, settings=torch_h.settings, name=torch_h.name)
+    return torch_h, Harmonizer.from_pretrained(path), path
+
+
+def test_the_export_carries_the_releases_settings(shipped):
+    torch_h, ort_h, _ = shipped
+    assert isinstance(ort_h.model, OnnxRuntimeModel)
+    assert ort_h.settings == torch_h.settings and ort_h.name == torch_h.name == "gknet_small"
+    assert ort_h.model.cfg == torch_h.model.cfg
 
 
 @pytest.mark.parametrize("shape", [(1, 256, 256), (2, 64, 96), (1, 200, 136), (1, 17, 33)])
@@ -69,7 +78,7 @@ def test_harmonize_cli_runs_the_onnx_file(shipped, tmp_path, capsys):
     comp, mask = root / "composites" / f"{LALONDE[1]}.jpg", root / "masks" / f"{LALONDE[1]}.png"
     out = tmp_path / "out.png"
     assert main(["harmonize", str(comp), str(mask), "-o", str(out), "--weights", str(path)]) == 0
-    expected = Harmonizer.from_file(path)(load_rgb(comp), load_mask(mask))
+    expected = Harmonizer.from_pretrained(path)(load_rgb(comp), load_mask(mask))
     assert np.array_equal(np.asarray(load_rgb(out)), np.asarray(expected))
     capsys.readouterr()
 
@@ -94,20 +103,55 @@ def test_export_cli_and_backends_on_release_weights(tmp_path, capsys):
     comp, mask = torch.rand(1, 3, 45, 70, generator=g), (torch.rand(1, 1, 45, 70, generator=g) > 0.5).float()
     reference = Harmonizer(model, resolution=32).harmonize_tensor(comp, mask)
     for harmonizer in (
-        Harmonizer.from_file(out, resolution=32),  # .onnx: ONNX Runtime
-        Harmonizer.from_file(weights, resolution=32, backend="onnxruntime"),  # exported in memory
+        Harmonizer.from_pretrained(out, resolution=32),  # .onnx: ONNX Runtime
+        Harmonizer.from_pretrained(weights, resolution=32, backend="onnxruntime"),  # exported in memory
     ):
         assert isinstance(harmonizer.model, OnnxRuntimeModel)
         assert (harmonizer.harmonize_tensor(comp, mask) - reference).abs().max() <= TOLERANCE
     with pytest.raises(GknetError, match="runs with backend 'onnxruntime'"):
-        Harmonizer.from_file(out, backend="torch")
+        Harmonizer.from_pretrained(out, backend="torch")
     with pytest.raises(GknetError, match="backend must be one of"):
-        Harmonizer.from_file(weights, backend="tensorrt")
+        Harmonizer.from_pretrained(weights, backend="tensorrt")
+
+
+def test_an_export_runs_with_its_releases_inference_settings(tmp_path, capsys):
+    """Not the defaults: a release's resolution and full-resolution transfer travel into the .onnx."""
+    cfg = tiny_config()
+    settings = InferenceConfig(resolution=48, fullres=FullResConfig(radius=3, eps=1e-3, weight_power=4))
+    weights = save_release(build_model(cfg).eval(), cfg, tmp_path / "tuned.safetensors", inference=settings)
+    out = tmp_path / "tuned.onnx"
+    assert main(["export", "--onnx", str(out), "--weights", str(weights)]) == 0
+    capsys.readouterr()
+    torch_h, ort_h = Harmonizer.from_pretrained(weights), Harmonizer.from_pretrained(out)
+    assert ort_h.settings == torch_h.settings == settings and ort_h.name == "tuned"
+    g = torch.Generator().manual_seed(1)
+    comp, mask = torch.rand(1, 3, 90, 70, generator=g), (torch.rand(1, 1, 90, 70, generator=g) > 0.5).float()
+    expected = torch_h.harmonize_tensor(comp, mask)
+    assert (ort_h.harmonize_tensor(comp, mask) - expected).abs().max() <= TOLERANCE
+
+
+def test_a_model_with_s2am_blocks_exports(tmp_path):
+    cfg = tiny_config(widths=(8, 8, 16), use_s2am=True, s2am_levels=2)
+    model = build_model(cfg).eval()
+    ort = OnnxRuntimeModel(export_onnx(model))
+    g = torch.Generator().manual_seed(2)
+    for h, w in ((32, 32), (40, 56)):
+        comp, mask = torch.rand(2, 3, h, w, generator=g), (torch.rand(2, 1, h, w, generator=g) > 0.5).float()
+        with torch.no_grad():
+            expected = model(comp, mask)
+        assert (ort(comp, mask) - expected).abs().max() <= TOLERANCE
 
 
 def test_bad_onnx_files_fail_with_one_clear_error(tmp_path):
+    import onnx
+
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(GknetError, match="cannot load ONNX model"):
-        Harmonizer.from_file(tmp_path / "junk.onnx")
+        Harmonizer.from_pretrained(tmp_path / "junk.onnx")
     with pytest.raises(GknetError, match="ONNX model not found"):
-        Harmonizer.from_file(tmp_path / "missing.onnx")
+        Harmonizer.from_pretrained(tmp_path / "missing.onnx")
+    bare = onnx.load_from_string(export_onnx(build_model(tiny_config()).eval()))
+    del bare.metadata_props[:]  # an export without gknet's settings
+    onnx.save(bare, tmp_path / "bare.onnx")
+    with pytest.raises(GknetError, match="no gknet settings"):
+        Harmonizer.from_pretrained(tmp_path / "bare.onnx")

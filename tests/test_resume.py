@@ -59,7 +59,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
     resumed_state = load_state(victim_out / "ckpt" / "last.pt")
     reference_state = load_state(tmp_path / "reference" / "ckpt" / "last.pt")
-    for key in ("step", "epoch", "batch_in_epoch", "scheduler", "best_fmse"):
+    for key in ("step", "epoch", "batch_in_epoch", "scheduler", "best_score"):
         assert resumed_state[key] == reference_state[key], key
     resumed, expected = checkpoint_tensors(resumed_state), checkpoint_tensors(reference_state)
     assert resumed.keys() == expected.keys() and any(k.endswith("exp_avg_sq") for k in resumed)

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
+from gknet.device import resolve_device
 from gknet.errors import GknetError
-from gknet.shard import Shard, parse_shard, rank_device, resolve_shard, torchrun_shard
+from gknet.shard import Shard, local_rank, parse_shard, resolve_shard, torchrun_shard
 from tests.train_helpers import GKNET, write_triplet_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torchrun's workers use one thread each, too
@@ -45,9 +46,18 @@ def test_parse_and_environment():
         torchrun_shard({"RANK": "x", "WORLD_SIZE": "2"})
     env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
     assert resolve_shard("1/2", env) == Shard(1, 2) and resolve_shard(None, env) == Shard(4, 4)
-    assert rank_device(torch.device("cuda"), env) == torch.device("cuda", 1)
-    assert rank_device(torch.device("cuda", 0), env) == torch.device("cuda", 0)
-    assert rank_device(torch.device("cpu"), env) == torch.device("cpu")
+    assert local_rank(env) == 1 and local_rank({}) == 0
+    with pytest.raises(GknetError, match="LOCAL_RANK"):
+        local_rank({"LOCAL_RANK": "x"})
+
+
+def test_local_rank_picks_the_gpu_of_a_bare_cuda_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
+    assert resolve_device("cuda", local_rank(env)) == torch.device("cuda", 1)
+    assert resolve_device("auto", local_rank(env)) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", local_rank(env)) == torch.device("cuda", 0)
+    assert resolve_device("cpu", local_rank(env)) == torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +126,34 @@ def test_merge_refuses_incomplete_or_mixed_shards(tmp_path, triplets, capsys):
     assert main(["evaluate", "--merge", str(tmp_path / "a")]) == 2
     assert "needs --out" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_sharded_run_of_several_methods_writes_each_methods_shard(tmp_path, triplets, capsys):
+    """Each method's shards go to OUT/<method>/shard-K-of-N and merge into that method's single run."""
+    for k in (1, 2):
+        assert _evaluate(triplets, tmp_path / "sharded", "--baseline", "composite", "--shard", f"{k}/2") == 1
+    for method in ("reinhard", "composite"):
+        shards = sorted(p.name for p in (tmp_path / "sharded" / method).iterdir())
+        assert shards == ["shard-1-of-2", "shard-2-of-2"]
+        merged = tmp_path / "merged" / method
+        assert main(["evaluate", "--merge", str(tmp_path / "sharded" / method), "--out", str(merged)]) == 1
+    assert _evaluate(triplets, tmp_path / "single", "--baseline", "composite") == 1
+    for method in ("reinhard", "composite"):
+        _same_run(tmp_path / "single" / method, tmp_path / "merged" / method)
+    capsys.readouterr()
+
+
+def test_a_figure_needs_the_whole_evaluation(tmp_path, triplets, capsys, monkeypatch):
+    figure = ["--figure", str(tmp_path / "f.png")]
+    assert _evaluate(triplets, tmp_path / "a", "--baseline", "composite", "--shard", "1/2", *figure) == 2
+    assert "--figure needs the whole evaluation" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun process: its shard comes from the environment
+    assert _evaluate(triplets, tmp_path / "a", *figure) == 2
+    assert "--figure needs the whole evaluation" in capsys.readouterr().err
+    assert main(["evaluate", "--merge", str(tmp_path / "a"), "--out", str(tmp_path / "m"), *figure]) == 2
+    assert "does not take --figure" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("a", "m", "f.png"))
 
 
 def test_torchrun_two_processes_evaluate_their_shards(tmp_path, triplets):

@@ -23,6 +23,7 @@ from gknet.studio.server import create_app  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 SESSION = "test-session-1"
+LOCAL = "http://localhost"  # the studio answers only the host names it serves (see HostCheck)
 STUDY_SIZES = {"a": (40, 32), "b": (36, 36), "c": (48, 30)}
 
 
@@ -50,7 +51,7 @@ def harmonizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     cfg = tiny_config()
     save_release(build_model(cfg), cfg, path)
-    return Harmonizer.from_file(path, resolution=32)  # small working size: fast on a shared CPU
+    return Harmonizer.from_pretrained(path, resolution=32)  # small working size: fast on a shared CPU
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def study_dir(tmp_path):
 @pytest.fixture
 def client(tmp_path, harmonizer, study_dir):
     app = create_app(tmp_path / "studio.sqlite", harmonizer=harmonizer, study_dir=study_dir, seed=0)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -114,7 +115,7 @@ PNG = "image/png"
 @pytest.fixture
 def limited_client(tmp_path, harmonizer):
     app = create_app(tmp_path / "s.sqlite", harmonizer=harmonizer, max_upload_mb=0.05, max_pixels=5000)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -192,7 +193,7 @@ def test_streamed_upload_is_cut_off_at_the_limit(limited_client):
 
 
 def test_harmonize_without_model_is_unavailable(tmp_path):
-    with TestClient(create_app(tmp_path / "s.sqlite")) as client:
+    with TestClient(create_app(tmp_path / "s.sqlite"), base_url=LOCAL) as client:
         response = upload(client, png_bytes(random_image((8, 8), 0)), png_bytes(box_mask((8, 8))))
         assert response.status_code == 503 and "--weights" in response.json()["detail"]
         assert client.get("/api/study/pair", params={"session": SESSION}).status_code == 503
@@ -227,7 +228,7 @@ def test_study_pairs_votes_and_scores_persist(tmp_path, client, study_dir, harmo
     votes = StudyDB(tmp_path / "studio.sqlite").votes()
     assert len(votes) == 24 and all(v.session == SESSION and v.winner in (v.left, v.right) for v in votes)
     with TestClient(
-        create_app(tmp_path / "studio.sqlite", harmonizer=harmonizer, study_dir=study_dir)
+        create_app(tmp_path / "studio.sqlite", harmonizer=harmonizer, study_dir=study_dir), base_url=LOCAL
     ) as again:
         scores = again.get("/api/scores", params={"bootstrap": 50}).json()
         assert scores["votes"] == 24 and scores["sessions"] == 1
@@ -271,7 +272,7 @@ def test_registered_folder_joins_the_study(tmp_path, study_dir, harmonizer, caps
     app = create_app(
         db, harmonizer=harmonizer, study_dir=study_dir, methods=("composite", "reinhard"), seed=1
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         assert client.get("/api/info").json()["study_methods"] == ["composite", "reinhard", "mine"]
         shown = []
         for _ in range(30):

@@ -54,7 +54,7 @@ def server(tmp_path_factory):
             shutil.copy(lalonde / sub / f"{stem}{suffix}", study / sub)
     cfg = tiny_config()
     save_release(build_model(cfg), cfg, root / "tiny.safetensors")
-    harmonizer = Harmonizer.from_file(root / "tiny.safetensors", resolution=32)
+    harmonizer = Harmonizer.from_pretrained(root / "tiny.safetensors", resolution=32)
     app = create_app(root / "studio.sqlite", harmonizer=harmonizer, study_dir=study, seed=0)
 
     sock = socket.socket()

@@ -6,12 +6,9 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
-from gknet.data.synthetic import (
-    FAMILIES,
-    SyntheticComposites,
-    is_validation,
-    perturb_foreground,
-)
+from gknet.data.perturbations import FAMILIES, SCENE_FAMILIES, IlluminationMaps, perturb_foreground
+from gknet.data.split import is_validation
+from gknet.data.synthetic import SyntheticComposites, list_photos
 from gknet.errors import GknetError
 from tests.conftest import require_shared
 
@@ -30,8 +27,12 @@ def _scene(size=48, seed=0):
 def test_each_family_changes_the_foreground_only(family):
     image, mask = _scene()
     fg = mask[0] > 0.5
+    maps = None
+    if family == "illuminant":
+        maps = IlluminationMaps(require_shared("data", "illumination_maps", "ccharmony_polynomial_maps.npz"))
     for seed in range(4):
-        composite, info = perturb_foreground(image, mask, np.random.default_rng(seed), families=[family])
+        rng = np.random.default_rng(seed)
+        composite, info = perturb_foreground(image, mask, rng, families=[family], illuminants=maps)
         assert info["families"] == [family]
         assert torch.equal(composite[:, ~fg], image[:, ~fg])
         change = (composite - image).abs()[:, fg].mean().item()
@@ -43,7 +44,7 @@ def test_color_transfer_moves_towards_the_reference():
     image, mask = _scene()
     fg = mask[0] > 0.5
     reference = torch.tensor([0.1, 0.2, 0.6]).view(3, 1, 1).expand(3, 8, 8) + 0.05 * torch.rand(3, 8, 8)
-    composite, _ = perturb_foreground(image, mask, np.random.default_rng(0), reference, ["color_transfer"])
+    composite, _ = perturb_foreground(image, mask, np.random.default_rng(0), reference, ["lab_transfer"])
     before = (image[:, fg].mean(1) - reference.mean((1, 2))).abs().sum()
     after = (composite[:, fg].mean(1) - reference.mean((1, 2))).abs().sum()
     assert after < 0.7 * before
@@ -78,6 +79,15 @@ def test_split_is_a_seeded_name_hash():
     u = int.from_bytes(hashlib.sha1(f"7:{name}".encode()).digest()[:8], "big") / 2**64
     assert is_validation(name, 7, 0.1) == (u < 0.1)
     assert is_validation(name, 7, u + 1e-9) and not is_validation(name, 7, u - 1e-9)
+
+
+def test_the_shared_photos_keep_their_validation_split():
+    """The shipped weights were selected on these 201 photos: the split must never move."""
+    names = list_photos(require_shared("data", "photos"))
+    val = [n for n in names if is_validation(n, 0, 0.1)]
+    assert len(names) == 1999 and len(val) == 201
+    assert val[:3] == ["image_100022", "image_100261", "image_100285"]
+    assert hashlib.sha1(",".join(val).encode()).hexdigest() == "a70b315079f5a0ce01ca10be73a10c44a45b5c1f"
 
 
 def _photos():
@@ -151,8 +161,14 @@ def test_cli_writes_a_preview_grid(tmp_path, capsys):
     assert main([*args, "--preview", "-o", str(out), "--stats"]) == 0
     grid = Image.open(out)
     assert grid.size == (80 + 3 * 42, 3 * 42)
-    assert "fMSE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fMSE p10/50/90" in out and "object area p10/50/90" in out and "HCOCO 738" in out
+    assert "modes: " in out and "families (share of items): " in out
     assert main([*args, "--preview", "-o", str(out)]) == 2  # never overwrites silently
+    each = tmp_path / "each.png"
+    assert main([*args, "--preview", "--each", "-o", str(each)]) == 0
+    # one column per object family (the maps lie beside the photos), per scene family, and "both"
+    assert Image.open(each).size == (80 + (len(FAMILIES) + len(SCENE_FAMILIES) + 1) * 42, 3 * 42)
     assert main(args) == 2  # nothing asked
 
 
@@ -175,3 +191,78 @@ def test_export_writes_lossless_pairs_that_evaluate_reads(tmp_path):
         assert np.array_equal(np.asarray(mask) > 127, item["mask"][0].numpy() > 0.5)
     with pytest.raises(GknetError, match="exists"):
         export_triplets(ds, tmp_path)
+
+
+def test_references_never_cross_the_split(monkeypatch):
+    val = SyntheticComposites(_photos(), "val", image_size=32, limit=12)
+    loaded = []
+    original = SyntheticComposites._load
+
+    def spy(self, name):
+        loaded.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(SyntheticComposites, "_load", spy)
+    train_names = set(SyntheticComposites(_photos(), "train").names)
+    for i in range(len(val)):
+        val.sample(i)
+    assert len(loaded) > len(val)  # the photos and their references
+    assert set(loaded) <= set(val.pool) and not set(loaded) & train_names
+
+
+def test_dataset_mixes_object_and_scene_edits():
+    ds = SyntheticComposites(_photos(), "train", image_size=32, limit=40)
+    assert ds.illuminants is not None  # found beside the photos: ../illumination_maps
+    modes, families = set(), set()
+    for i in range(len(ds)):
+        item, info = ds.sample(i)
+        _check_item(item, 32)
+        modes.add(info["mode"])
+        families |= set(info["object"]["families"] if info["object"] else [])
+        if info["mode"] == "object":
+            assert info["scene"] is None
+        else:
+            assert set(info["scene"]["families"]) <= set(SCENE_FAMILIES)
+    assert modes == {"object", "scene", "both"}
+    assert len(families) >= 6
+
+
+def test_illumination_maps_option(tmp_path):
+    assert SyntheticComposites(_photos(), "val", illumination_maps=False).illuminants is None
+    with pytest.raises(GknetError, match="not found"):
+        SyntheticComposites(_photos(), "val", illumination_maps=tmp_path / "none.npz")
+    # a photo folder without maps beside it: the illuminant family is left out, nothing fails
+    for sub in ("images", "masks"):
+        (tmp_path / "photos" / sub).mkdir(parents=True)
+    Image.new("RGB", (16, 16), (120, 90, 60)).save(tmp_path / "photos" / "images" / "a.jpg")
+    mask = Image.new("L", (16, 16))
+    mask.paste(255, (4, 4, 12, 12))
+    mask.save(tmp_path / "photos" / "masks" / "a.png")
+    ds = SyntheticComposites(tmp_path / "photos", "train", image_size=16, val_fraction=1e-9)
+    assert ds.illuminants is None
+    _check_item(ds[0], 16)
+
+
+def test_composite_stats_counts_modes_families_and_areas():
+    from gknet.data.synthetic import composite_stats
+
+    ds = SyntheticComposites(_photos(), "val", image_size=32, limit=10)
+    stats = composite_stats(ds, range(10))
+    infos = [ds.sample(i)[1] for i in range(10)]
+    areas = [ds[i]["mask"].mean().item() for i in range(10)]
+    assert stats["count"] == 10 and abs(sum(stats["modes"].values()) - 1) < 1e-9
+    assert stats["modes"].get("object", 0) == sum(i["mode"] == "object" for i in infos) / 10
+    assert stats["area_percentiles"][50] == pytest.approx(float(np.median(areas)))
+    p = stats["fmse_percentiles"]
+    assert 0 <= p[10] <= p[50] <= p[90] and p[50] == pytest.approx(stats["fmse_median"])
+
+
+def test_sample_can_force_the_edit():
+    ds = SyntheticComposites(_photos(), "val", image_size=32, limit=2)
+    item, info = ds.sample(0, "both", ["hist_transfer"], ["day_night"])
+    assert info["mode"] == "both" and info["object"]["families"] == ["hist_transfer"]
+    assert info["scene"]["families"] == ["day_night"]
+    again, _ = ds.sample(0, "both", ["hist_transfer"], ["day_night"])
+    assert torch.equal(again["composite"], item["composite"])
+    with pytest.raises(GknetError, match="edit mix"):
+        SyntheticComposites(_photos(), "val", mode_probs={"sideways": 1.0})

@@ -11,17 +11,18 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gknet.checkpoint import load_release
+from gknet.checkpoint import inference_config, load_release
 from gknet.cli import main as cli_main
 from gknet.config import Config, TrainConfig
+from gknet.data.split import is_validation
 from gknet.losses import fn_mse_loss
 from gknet.models import build_model
 from gknet.train import epoch_batches, lr_factor, train
 from gknet.train_state import load_state, restore_rng_states, rng_states
 from gknet.training_data import build_datasets
 from gknet.training_log import ema, read_log
-from tests.conftest import require_shared, tiny_config
-from tests.train_helpers import GKNET, tiny_train_config, write_triplet_folder
+from tests.conftest import require_shared, ship_weights, tiny_config
+from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder
 
 
 class ItemList(Dataset):
@@ -103,6 +104,9 @@ def test_folder_datasets_split_and_items(tmp_path):
     fit_names = {fit[i]["name"] for i in range(len(fit))}
     val_names = {val[i]["name"] for i in range(len(val))}
     assert fit_names.isdisjoint(val_names) and len(fit_names | val_names) == 16 and val_names
+    # the one split rule of every source (gknet.data.split), as for the synthetic photos
+    held_out = {n for n in fit_names | val_names if is_validation(n, cfg.data.seed, cfg.data.val_fraction)}
+    assert val_names == held_out
     item = fit[0]
     assert item["composite"].shape == (3, 32, 32) and item["mask"].shape == (1, 32, 32)
     assert set(item["mask"].unique().tolist()) <= {0.0, 1.0}
@@ -132,7 +136,7 @@ def test_train_writes_logs_checkpoints_and_exports(tmp_path):
     assert set(train_records[0]) == {"step", "epoch", "loss", "lr", "img_per_s", "time"}
     best = min(val_records, key=lambda r: r["val"]["fmse"])
     assert load_state(ckpt / "best.pt")["step"] == best["step"]
-    assert result["best_fmse"] == pytest.approx(best["val"]["fmse"])
+    assert result["best_score"] == pytest.approx(best["val"]["fmse"]) and result["select_on"] == "val.fmse"
     assert result["val"] == val_records[-1]["val"]
 
     # Validation numbers are the evaluator's metrics of the saved model on the validation split.
@@ -154,6 +158,7 @@ def test_train_writes_logs_checkpoints_and_exports(tmp_path):
     assert model_cfg == cfg.model and meta["step"] == best["step"] and meta["config_name"] == "tiny"
     best_weights = load_state(ckpt / "best.pt")["model"]
     assert all(torch.equal(v, best_weights[k]) for k, v in released.state_dict().items())
+    assert inference_config(tmp_path / "model.safetensors").train_size == cfg.train.image_size
 
     assert cli_main(["plot-log", str(out / "log.jsonl"), "-o", str(tmp_path / "curves.png")]) == 0
     with Image.open(tmp_path / "curves.png") as png:
@@ -204,7 +209,7 @@ def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
     torch.manual_seed(123)  # weights no seed-0 initialisation would produce
     source = build_model(cfg.model)
     release = save_release(source, cfg.model, tmp_path / "start.safetensors")
-    monkeypatch.setattr("gknet.checkpoint.DEFAULT_WEIGHTS", release)
+    ship_weights(monkeypatch, tmp_path / "shipped", release)
 
     for weights in (str(release), "default"):
         tuned = replace(cfg, train=replace(cfg.train, init_weights=weights))
@@ -223,3 +228,39 @@ def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
     other = replace(cfg, model=replace(cfg.model, kernel_size=5))
     with pytest.raises(GknetError, match="another architecture"):
         train(replace(other, train=replace(other.train, init_weights=str(release))), tmp_path / "bad")
+
+
+def test_real_validation_selects_the_best_checkpoint(tmp_path):
+    import dataclasses
+
+    from gknet.data.iharmony4 import IHarmony4
+    from gknet.evaluate import evaluate
+    from gknet.training_data import RealValidation
+
+    real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 3, "Hday2night": 2})
+    root = write_triplet_folder(tmp_path / "data", count=12, size=40)
+    cfg = tiny_train_config(root, max_steps=6, val_every=2, ckpt_every=3)
+    data = dataclasses.replace(cfg.data, real_val=str(real), real_val_subsets=("HFlickr", "Hday2night"))
+    cfg = dataclasses.replace(cfg, data=data)
+    result = train(cfg, tmp_path / "run")
+    _, val_records = read_log(tmp_path / "run" / "log.jsonl")
+    assert [r["step"] for r in val_records] == [2, 4, 6]
+    for record in val_records:
+        assert set(record["real_val"]) == {"HFlickr", "Hday2night", "score"}
+        ratios = [record["real_val"][s]["fmse_ratio"] for s in ("HFlickr", "Hday2night")]
+        assert record["real_val"]["score"] == pytest.approx(sum(ratios) / 2)
+    best = min(val_records, key=lambda r: r["real_val"]["score"])
+    best_state = load_state(tmp_path / "run" / "ckpt" / "best.pt")
+    assert best_state["step"] == best["step"] and best_state["select_on"] == "real_val.score"
+    assert result["best_score"] == pytest.approx(best["real_val"]["score"])
+
+    # The training-time numbers are the evaluator's, per subset, for the same model.
+    model = build_model(cfg.model)
+    model.load_state_dict(best_state["model"])
+    model.eval()
+    scored = RealValidation(real, ("HFlickr", "Hday2night"), size=32)(model, torch.device("cpu"))
+    run = evaluate(model, IHarmony4(real, ["HFlickr", "Hday2night"]), "m", size=32, progress=False)
+    for subset in ("HFlickr", "Hday2night"):
+        rows = [r for r in run.rows if r["subset"] == subset]
+        for key in ("fmse", "mse", "psnr", "composite_fmse"):
+            assert scored[subset][key] == pytest.approx(np.mean([r[key] for r in rows]), rel=1e-5), key

@@ -55,3 +55,22 @@ def checkpoint_tensors(state: dict) -> dict[str, torch.Tensor]:
         for key, value in slots.items():
             tensors[f"optimizer.{pid}.{key}"] = torch.as_tensor(value)
     return tensors
+
+
+def write_iharmony4_tree(root: Path, subsets: dict[str, int], size: int = 40, seed: int = 1) -> Path:
+    """An iHarmony4-layout test split (``<Subset>/{composite_images,masks,real_images}``) of
+    recoloured-square triplets, ``subsets[name]`` images per subset."""
+    for k, (subset, count) in enumerate(subsets.items()):
+        flat = write_triplet_folder(root / f".flat_{subset}", count=count, size=size, seed=seed + k)
+        names = []
+        for i in range(count):
+            photo = f"{subset[:2].lower()}{i}"
+            for folder, target_name in (("composites", f"composite_images/{photo}_1_1.png"),
+                                        ("masks", f"masks/{photo}_1.png"),
+                                        ("targets", f"real_images/{photo}.png")):
+                dst = root / subset / target_name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                (flat / folder / f"img{i:03d}.png").rename(dst)
+            names.append(f"{photo}_1_1.png")
+        (root / f"{subset}_test.txt").write_text("\n".join(names) + "\n")
+    return root

@@ -2,12 +2,13 @@
 
 A config file has up to three sections, ``model``, ``train`` and ``data``; every key
 must be a field of the matching dataclass, so a typo fails loudly instead of being
-silently ignored.
+silently ignored. ``base: OTHER.yaml`` makes a file an override of another one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,19 @@ from gknet.errors import GknetError
 
 class ConfigError(GknetError):
     """A config file or dict that does not describe a valid configuration."""
+
+
+def _integer(where: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{where} must be an integer >= {low}, got {value!r}")
+
+
+def _real(where: str, value: float, low: float, high: float = math.inf, open_low=False, open_high=True):
+    """A finite number in the interval low..high; NaN and infinities never pass."""
+    inside = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
+    if not (math.isfinite(value) and inside):
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ConfigError(f"{where} must be a finite number in {interval}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,11 @@ class ModelConfig:
     kpb_levels: int = 4
     kernel_size: int = 3  # N, the harmony kernel is N x N per channel and pixel
     scf_groups: int = 8  # n in Eq. 2; each width must be divisible by it (m = C / n)
+    # S2AM attention blocks (Cun and Pun 2020) in the finest ``s2am_levels`` decoder steps: the
+    # paper's backbone is a "U-Net with attention blocks [8]" (Sec. 3.1).
+    use_s2am: bool = False
+    s2am_levels: int = 1  # iS2AM attends in its last (finest) decoder step only
+    s2am_mid_k: float = 0.5  # width of S2AM's learning block relative to its input (iS2AM: 0.5-2)
     # Ablation switches (paper Table 4).
     use_kpb: bool = True
     use_lre: bool = True
@@ -61,12 +80,25 @@ class ModelConfig:
             raise ConfigError(
                 f"model.kpb_levels must be between 1 and {len(self.widths)}, got {self.kpb_levels}"
             )
+        if not 1 <= self.s2am_levels < len(self.widths):
+            raise ConfigError(
+                f"model.s2am_levels must be between 1 and {len(self.widths) - 1} (decoder steps), "
+                f"got {self.s2am_levels}"
+            )
+        _real("model.s2am_mid_k", self.s2am_mid_k, 0, open_low=True)
         if (self.use_lre or self.use_scf) and not self.use_kpb:
             raise ConfigError("model.use_lre and model.use_scf need model.use_kpb (paper Table 4)")
+        for name in ("lre_layers", "lre_dim"):
+            _integer(f"model.{name}", getattr(self, name), 0)
+        _integer("model.lre_heads", self.lre_heads, 1)
+        _integer("model.scf_groups", self.scf_groups, 1)
+        _real("model.lre_mlp_ratio", self.lre_mlp_ratio, 0, open_low=True)
         if self.use_lre:
             dim = self.lre_dim or self.widths[-1]
             if dim % self.lre_heads:
                 raise ConfigError(f"LRE width {dim} is not divisible by lre_heads={self.lre_heads}")
+            if self.lre_pos == "sinusoidal" and dim % 4:
+                raise ConfigError(f"LRE width {dim} must be divisible by 4 for lre_pos: sinusoidal")
         if self.use_scf:
             bad = [w for w in self.widths if w % self.scf_groups]
             if bad:
@@ -76,18 +108,23 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"  # synthetic | iharmony4 | folder
-    root: str = "../shared/data/photos"
+    root: str = ""  # the folder of photos (synthetic), the iHarmony4 root or the triplet folder
     subsets: tuple[str, ...] = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
     val_fraction: float = 0.1
     val_size: int = 0  # validation images used during training; 0 = the whole split
     seed: int = 0
     workers: int = 0
+    # Real composites with ground truth in the iHarmony4 layout (never trained on): scored at every
+    # validation, and the best checkpoint is the one with the lowest mean fMSE ratio on them.
+    real_val: str = ""
+    real_val_subsets: tuple[str, ...] = ("HAdobe5k", "HFlickr", "Hday2night")
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):
             raise ConfigError(f"data.source must be synthetic, iharmony4 or folder, got {self.source!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        _real("data.val_fraction", self.val_fraction, 0, 1, open_low=True)
+        for name in ("val_size", "seed", "workers"):
+            _integer(f"data.{name}", getattr(self, name), 0)
 
 
 @dataclass(frozen=True)
@@ -110,7 +147,7 @@ class TrainConfig:
     ckpt_every: int = 0  # periodic checkpoint every this many steps; 0 = once per epoch
     log_every: int = 10
     seed: int = 0
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch CPU threads of the `gknet train` process (the command sets them); 0 = default
     # Fine-tuning: start from these release weights ("default" = the shipped ones) instead of
     # a random init; the optimiser and schedule start fresh. Ignored when resuming a run.
     init_weights: str = ""
@@ -118,8 +155,62 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"train.schedule must be constant or cosine, got {self.schedule!r}")
-        if self.image_size <= 0 or self.batch_size <= 0:
-            raise ConfigError("train.image_size and train.batch_size must be positive")
+        for name in ("image_size", "batch_size", "epochs", "log_every"):
+            _integer(f"train.{name}", getattr(self, name), 1)
+        for name in ("max_steps", "warmup_steps", "val_every", "ckpt_every", "seed", "threads"):
+            _integer(f"train.{name}", getattr(self, name), 0)
+        _real("train.eps", self.eps, 0, open_low=True)
+        for name in ("lr", "max_minutes", "weight_decay", "a_min"):  # lr 0: frozen weights (tests)
+            _real(f"train.{name}", getattr(self, name), 0)
+        for i, beta in enumerate(self.betas):
+            _real(f"train.betas[{i}]", beta, 0, 1)
+        low, high = self.crop_scale
+        _real("train.crop_scale[0]", low, 0, 1, open_low=True, open_high=False)
+        _real("train.crop_scale[1]", high, low, 1, open_high=False)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel statistics the model normalises its [0, 1] input with (ImageNet's by default)."""
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        for i, (mean, std) in enumerate(zip(self.mean, self.std, strict=True)):
+            _real(f"inference.normalization.mean[{i}]", mean, -math.inf)
+            _real(f"inference.normalization.std[{i}]", std, 0, open_low=True)
+
+
+@dataclass(frozen=True)
+class FullResConfig:
+    """Full-resolution colour transfer (:mod:`gknet.fullres`): local affine maps fitted at low resolution."""
+
+    radius: int = 2  # fit window (2r+1)^2 low-resolution pixels
+    eps: float = 1e-4  # ridge towards the identity map
+    weight_power: int = 8  # fit weight alpha**power: mask-edge pixels count far less
+
+    def __post_init__(self) -> None:
+        _integer("inference.fullres.radius", self.radius, 1)
+        _real("inference.fullres.eps", self.eps, 0, open_low=True)
+        _integer("inference.fullres.weight_power", self.weight_power, 1)
+
+
+MIN_RESOLUTION = 16
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How release weights run on users' images: the ``inference`` section of a release's JSON."""
+
+    resolution: int = 256  # network pass: the whole image resized to resolution x resolution
+    train_size: int = 0  # image size the weights were trained at (0 = not recorded); informative
+    normalization: Normalization = field(default_factory=Normalization)
+    fullres: FullResConfig = field(default_factory=FullResConfig)
+
+    def __post_init__(self) -> None:
+        if self.resolution < MIN_RESOLUTION:
+            raise ConfigError(f"inference.resolution must be >= {MIN_RESOLUTION}, got {self.resolution}")
 
 
 @dataclass(frozen=True)
@@ -187,16 +278,41 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML config file into a frozen ``Config``."""
-    path = Path(path)
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file with its ``base:`` chain merged in (the file's keys win)."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} is its own base (a base: cycle)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return from_dict(Config, data, where=path.name)
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name} must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path.name}: base must be a file name, got {base!r}")
+    merged = _read_yaml(path.parent / base, (*seen, path.resolve()))
+    for section, values in data.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config file into a frozen ``Config``.
+
+    ``base: OTHER.yaml`` (relative to the file) starts from that file's settings; the file's
+    own keys replace the base's key by key within each section. The result is a full config.
+    """
+    path = Path(path)
+    return from_dict(Config, _read_yaml(path), where=path.name)
 
 
 def override(cfg: Config, assignments: list[str]) -> Config:

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from gknet.atomic import write_atomic
+from gknet.atomic import check_writable, remove_stale_temporaries, write_atomic
 from gknet.baselines import Method, get_baseline
 from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
@@ -70,41 +70,24 @@ TABLE2_COLUMNS = ("0-5", "5-15", "15-100")
 T1_KEYS, T1_RATIOS = ("psnr", "mse", "fmse"), ("psnr_gain", "mse_ratio", "fmse_ratio")
 T2_KEYS, T2_RATIOS = ("mse", "fmse"), ("mse_ratio", "fmse_ratio")
 KEY_LABELS = {"psnr": "PSNR↑", "mse": "MSE↓", "fmse": "fMSE↓"}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GknetError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GknetError("--device cuda requested but CUDA is not available (use --device cpu or auto)")
-    if device.type not in ("cpu", "cuda"):
-        raise GknetError(f"unsupported device {name!r}; use auto, cpu or cuda")
-    return device
+OUTPUT_FILES = ("results.json", "per_image.csv", "report.md")
 
 
 def load_method(
     baseline: str | None = None, weights: str | None = None, device: str | torch.device = "cpu"
 ) -> tuple[Method, str]:
-    """(method, name) for a baseline name, a release weights path, or ``weights="default"``.
+    """(method, name) for a baseline name, or release weights (a shipped name or a path).
 
-    A model is returned in eval mode on ``device``.
+    Weights are run through :class:`gknet.harmonizer.Harmonizer`, exactly as users run them.
     """
     if (baseline is None) == (weights is None):
         raise GknetError("choose exactly one of a baseline or weights")
     if baseline is not None:
         return get_baseline(baseline), baseline
-    from gknet.checkpoint import load_release, weights_path
+    from gknet.harmonizer import Harmonizer
 
-    path = weights_path(weights)
-    if weights == "default" and not path.exists():
-        raise GknetError(f"no default weights shipped yet ({path}); pass --weights PATH or --baseline NAME")
-    model, _cfg, meta = load_release(path, map_location=device)
-    return model.to(device).eval(), str((meta or {}).get("name") or path.stem)
+    harmonizer = Harmonizer.from_pretrained(weights, device=device)
+    return harmonizer.harmonize_tensor, harmonizer.name
 
 
 def prepare_images(
@@ -310,6 +293,24 @@ def _paper_columns(numbers: dict, keys: tuple[str, ...]) -> dict:
     return {col: dict(zip(keys, values, strict=True)) for col, values in numbers.items()}
 
 
+def _other_subsets(results: dict) -> list[str]:
+    """Report lines for subsets outside Table 1's four (e.g. RainNet_examples), in Table 1's layout."""
+    names = [name for name in results["subsets"] if name not in TABLE1_COLUMNS]
+    if not names:
+        return []
+
+    def groups(summary: dict) -> dict:
+        return {name: summary["subsets"].get(name) for name in names}
+
+    rows = [_row("composite (measured)", groups(results["composite"]), T1_KEYS)]
+    if results["method"] != "composite":
+        rows.append(_row(f"{results['method']} (measured)", groups(results), T1_KEYS))
+        ratios = groups(results["ratio_to_composite"])
+        rows.append(_row(f"{results['method']} / composite (measured)", ratios, T1_RATIOS, ratios=True))
+    header = ["Method"] + [f"{name} {KEY_LABELS[k]}" for name in names for k in T1_KEYS]
+    return ["## Other subsets (not in the paper)", "", _table(header, rows), ""]
+
+
 def render_report(results: dict) -> str:
     """report.md: Tables 1 and 2 in the paper's layout, paper rows beside measured ones."""
     method = results["method"]
@@ -345,6 +346,7 @@ def render_report(results: dict) -> str:
         header = ["Method"] + [f"{col} {KEY_LABELS[k]}" for col in columns for k in keys]
         tables.append(_table(header, rows))
 
+    others = _other_subsets(results)
     counts = ", ".join(f"{k} {v['n']}" for k, v in results["subsets"].items()) or "none"
     bucket_counts = ", ".join(f"{b}% {results['fg_ratio'][b]['n']}" for b in TABLE2_COLUMNS)
     proto = results["protocol"]
@@ -364,6 +366,7 @@ def render_report(results: dict) -> str:
         "",
         tables[0],
         "",
+        *others,
         "## Table 2: foreground ratio",
         "",
         f"Images per bucket: {bucket_counts}. The paper's Table 2 has no Composite or iDIH-HRNet row; "
@@ -387,15 +390,23 @@ def per_image_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Check, before an evaluation, that its results can be written into ``out_dir`` (GknetError if
+    not), and remove temporaries that a killed run left there."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GknetError(f"output folder is a file: {out_dir}")
+    check_writable(out_dir / OUTPUT_FILES[0])
+    remove_stale_temporaries(out_dir, OUTPUT_FILES)
+    return out_dir
+
+
 def write_outputs(run: Evaluation, out_dir: str | Path) -> dict[str, Path]:
     """Write results.json, per_image.csv and report.md into ``out_dir`` (each atomically)."""
     out_dir = Path(out_dir)
     results = run.results()
-    files = {
-        "results.json": json.dumps(results, indent=2) + "\n",
-        "per_image.csv": per_image_csv(run.rows),
-        "report.md": render_report(results),
-    }
+    texts = (json.dumps(results, indent=2) + "\n", per_image_csv(run.rows), render_report(results))
+    files = dict(zip(OUTPUT_FILES, texts, strict=True))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():

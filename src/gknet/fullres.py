@@ -9,13 +9,14 @@ Filter [He & Sun, 2015] and Bilateral Guided Upsampling [Chen et al., 2016]):
 1. Fit, for every low-resolution pixel k, the affine map ``p = A_k x + b_k`` (A_k 3x3,
    b_k 3) that takes the low-resolution composite x to the network output p over the
    (2r+1)^2 window around k, by least squares weighted by alpha^8 (alpha = the low-resolution
-   mask): only the foreground carries the change, and pixels on the mask's edge, whose
-   colour is part background, count far less than pure foreground ones (power 8 measured
-   best of 1, 2, 4, 8 on the benchmark; the weights are normalised per window, so a thin
-   object still gets a fit). The ridge term ``eps * ||A_k - I||^2`` pulls A_k towards the
-   identity, not towards zero as in the plain guided filter: where the window has little
-   colour variation the fit falls back to a pure colour shift and the full-resolution
-   texture is kept at full contrast instead of being flattened.
+   mask; the power is ``FullResConfig.weight_power``): only the foreground carries the change,
+   and pixels on the mask's edge, whose colour is part background, count far less than pure
+   foreground ones (power 8 measured best of 1, 2, 4, 8 on the benchmark; the weights are
+   normalised per window, so a thin object still gets a fit). The ridge term
+   ``eps * ||A_k - I||^2`` pulls A_k towards the identity, not towards zero as in the plain
+   guided filter: where the window has little colour variation the fit falls back to a pure
+   colour shift and the full-resolution texture is kept at full contrast instead of being
+   flattened.
 2. Average the coefficients of all windows covering a pixel (weighted by how much
    foreground each window holds) so the field is smooth; windows without any foreground
    get the identity.
@@ -29,9 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_RADIUS = 2
-DEFAULT_EPS = 1e-4
-FIT_WEIGHT_POWER = 8
+from gknet.config import FullResConfig
+
 BAND_PIXELS = 2**16  # full-size pixels per band when applying the transform (fits the CPU cache)
 
 
@@ -52,8 +52,8 @@ def fit_local_affine(
     src: torch.Tensor,
     dst: torch.Tensor,
     weight: torch.Tensor,
-    radius: int = DEFAULT_RADIUS,
-    eps: float = DEFAULT_EPS,
+    radius: int = FullResConfig.radius,
+    eps: float = FullResConfig.eps,
 ) -> torch.Tensor:
     """Smoothed per-pixel affine colour maps from ``src`` to ``dst``.
 
@@ -154,13 +154,15 @@ def transfer_to_full_resolution(
     low_composite: torch.Tensor,
     low_output: torch.Tensor,
     low_mask: torch.Tensor,
-    radius: int = DEFAULT_RADIUS,
-    eps: float = DEFAULT_EPS,
+    settings: FullResConfig | None = None,
 ) -> torch.Tensor:
     """Carry the change ``low_composite -> low_output`` over to the full-size ``composite``.
 
     composite [B, 3, H, W], mask [B, 1, H, W] (soft, used as alpha); the low-resolution
-    tensors share one smaller (or larger) size. Returns [B, 3, H, W].
+    tensors share one smaller (or larger) size; ``settings`` are the fit's parameters.
+    Returns [B, 3, H, W].
     """
-    coeffs = fit_local_affine(low_composite, low_output, low_mask.double() ** FIT_WEIGHT_POWER, radius, eps)
+    settings = settings or FullResConfig()
+    weight = low_mask.double() ** settings.weight_power
+    coeffs = fit_local_affine(low_composite, low_output, weight, settings.radius, settings.eps)
     return apply_local_affine(coeffs, composite, mask)

@@ -1,36 +1,75 @@
 """Harmonizer: the public inference API. Any image type, any size, full-resolution output.
 
     from gknet import Harmonizer
-    h = Harmonizer.from_pretrained()          # or Harmonizer.from_file("my.safetensors")
+    h = Harmonizer.from_pretrained()          # shipped "gknet_small", a release file or an .onnx export
     result = h(composite, mask)               # PIL image, numpy array or torch tensor
 
 The network runs on a ``resolution`` x ``resolution`` copy of the image (the whole image
 resized, as in training and in the iHarmony4 protocol); its colour change is carried to
 the input's own size by :mod:`gknet.fullres`, so the result keeps every detail of the
-input. The mask is used as alpha: soft values blend, pixels where it is 0 come back
-bit-for-bit unchanged, and an empty mask returns the input with a warning.
+input. The resolution and the transfer's parameters come from the release file's
+inference settings (:class:`gknet.config.InferenceConfig`). The mask is used as alpha:
+soft values blend, pixels where it is 0 come back bit-for-bit unchanged, and an empty
+mask returns the input with a warning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageChops, ImageFilter
 
-from gknet.data.imageio import mask_image, rgb_image, to_tensor_image
+from gknet.config import MIN_RESOLUTION, InferenceConfig
+from gknet.data.imageio import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
+from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.fullres import resize, transfer_to_full_resolution
+from gknet.models import Intermediates
 
-DEFAULT_RESOLUTION = 256
-MIN_RESOLUTION = 16
+# One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
+# pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
+MAX_PASS_BYTES = 8e9
 OUTLINE_COLOUR = (255, 0, 255)
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
-class UntrainedModelWarning(UserWarning):
-    """The model has random weights: its output is not a harmonization."""
+def pass_bytes(cfg, resolution: int) -> float:
+    """Rough memory of one network pass at ``resolution`` for ModelConfig ``cfg``, in bytes.
+
+    The LRE's attention scores (heads x tokens^2 per layer, as the plain attention kernel stores
+    them) plus about eight float maps per feature channel at every level, and the N x N kernels
+    and their unfolded copies at the modulated levels.
+    """
+
+    def side(stride: int) -> int:  # feature map side at this stride (the input is padded up)
+        return -(-resolution // stride)
+
+    total = 4.0 * cfg.lre_heads * side(cfg.stride) ** 4 if cfg.use_lre else 0.0
+    modulated = range(len(cfg.widths) - cfg.kpb_levels, len(cfg.widths)) if cfg.use_kpb else ()
+    for level, width in enumerate(cfg.widths):
+        per_pixel = width * (8 + (2 * cfg.kernel_size**2 if level in modulated else 0))
+        total += 4.0 * per_pixel * side(2**level) ** 2
+    return total
+
+
+def check_resolution(cfg, resolution: int) -> None:
+    """GknetError if a pass at ``resolution`` would need more than MAX_PASS_BYTES, naming the largest
+    resolution that fits."""
+    if pass_bytes(cfg, resolution) <= MAX_PASS_BYTES:
+        return
+    low, high = MIN_RESOLUTION, resolution  # pass_bytes grows with the resolution: bisect
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if pass_bytes(cfg, mid) <= MAX_PASS_BYTES else (low, mid)
+    raise GknetError(
+        f"resolution {resolution} is too large for this model: one network pass would need about "
+        f"{pass_bytes(cfg, resolution) / 1e9:,.0f} GB (limit {MAX_PASS_BYTES / 1e9:g} GB); use at most {low}"
+    )
 
 
 class EmptyMaskWarning(UserWarning):
@@ -38,71 +77,80 @@ class EmptyMaskWarning(UserWarning):
 
 
 class Harmonizer:
-    """A GKNet model wrapped for inference on users' images.
+    """A model wrapped for inference on users' images.
 
-    ``model(composite [B,3,h,w], mask [B,1,h,w]) -> [B,3,h,w]`` in [0, 1]; ``device`` is
-    ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch.device.
+    ``model(composite [B,3,h,w], mask [B,1,h,w]) -> [B,3,h,w]`` in [0, 1]; ``settings`` are the
+    inference settings (defaults: :class:`gknet.config.InferenceConfig`), ``resolution``
+    overrides theirs; ``device`` is ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch.device.
     """
 
-    def __init__(self, model: torch.nn.Module, resolution: int = DEFAULT_RESOLUTION, device="cpu"):
-        from gknet.evaluate import resolve_device
-
-        if not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
-            raise GknetError(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution!r}")
-        self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        resolution: int | None = None,
+        device: str | torch.device = "cpu",
+        settings: InferenceConfig | None = None,
+        name: str = "model",
+    ):
+        settings = settings or InferenceConfig()
+        if resolution is not None:
+            if not isinstance(resolution, int) or isinstance(resolution, bool):
+                raise GknetError(f"resolution must be an integer, got {resolution!r}")
+            settings = dataclasses.replace(settings, resolution=resolution)  # validated: ConfigError
+        if getattr(model, "cfg", None) is not None:
+            check_resolution(model.cfg, settings.resolution)
+        self.settings, self.name = settings, name
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.resolution = resolution
 
-    @classmethod
-    def from_file(
-        cls, path: str | Path, resolution: int = DEFAULT_RESOLUTION, device="cpu", backend: str = "auto"
-    ) -> Harmonizer:
-        """Load release weights (:func:`gknet.checkpoint.save_release`) or an ONNX export (.onnx).
-
-        ``backend``: ``"torch"``, ``"onnxruntime"`` (release weights are exported to ONNX in
-        memory first) or ``"auto"`` (ONNX Runtime for .onnx files, torch otherwise).
-        """
-        from gknet.checkpoint import load_release
-
-        backend = _check_backend(backend)
-        if Path(path).suffix.lower() == ".onnx":
-            if backend == "torch":
-                raise GknetError(f"{path} is an ONNX model: it runs with backend 'onnxruntime', not 'torch'")
-            model, device = _on_backend(Path(path), "onnxruntime", device)
-            return cls(model, resolution, device)
-        model, device = _on_backend(load_release(path)[0], backend, device)
-        return cls(model, resolution, device)
+    @property
+    def resolution(self) -> int:
+        """Side of the square network pass, in pixels."""
+        return self.settings.resolution
 
     @classmethod
     def from_pretrained(
-        cls, resolution: int = DEFAULT_RESOLUTION, device="cpu", backend: str = "torch"
+        cls,
+        name_or_path: str | Path = "gknet_small",
+        *,
+        resolution: int | None = None,
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
     ) -> Harmonizer:
-        """The shipped default weights (:data:`gknet.checkpoint.DEFAULT_WEIGHTS`).
+        """Release weights by shipped name (``"gknet_small"``, ``"default"``) or by path, or an
+        ONNX export (a path ending in .onnx, written by ``gknet export --onnx``).
 
-        Until they are shipped, this returns a RANDOMLY INITIALISED model with the default
-        :class:`gknet.config.ModelConfig` (seeded, so runs are reproducible) and warns.
-        ``backend="onnxruntime"`` exports them to ONNX first (seconds; `gknet export --onnx`
-        writes the file once).
+        The release's JSON (an export's metadata) sets the model, the network resolution
+        (``resolution`` overrides it), the input normalisation and the full-resolution transfer.
+        ``backend``: ``"torch"``, ``"onnxruntime"`` (release weights are exported to ONNX in
+        memory first, which takes seconds) or ``"auto"`` (ONNX Runtime for .onnx files, torch
+        otherwise).
         """
-        from gknet.checkpoint import DEFAULT_WEIGHTS
+        from gknet.checkpoint import inference_config, load_release, weights_path
 
-        backend = _check_backend(backend)
-        if Path(DEFAULT_WEIGHTS).exists():
-            return cls.from_file(DEFAULT_WEIGHTS, resolution, device, backend)
-        from gknet.config import ModelConfig
-        from gknet.models import build_model
+        if backend not in BACKENDS:
+            raise GknetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        path = weights_path(name_or_path)
+        if path.suffix.lower() == ".onnx":
+            if backend == "torch":
+                raise GknetError(f"{path} is an ONNX model: it runs with backend 'onnxruntime', not 'torch'")
+            return cls._on_onnxruntime(path, resolution, device)
+        model, _cfg, meta = load_release(path)
+        name = str((meta or {}).get("name") or path.stem)
+        settings = inference_config(path)
+        if backend == "onnxruntime":
+            from gknet.onnx_backend import export_onnx
 
-        warnings.warn(
-            f"no trained weights shipped yet ({DEFAULT_WEIGHTS.name} is missing): using a RANDOMLY "
-            "INITIALISED model, its output is NOT a harmonization; pass trained weights with --weights PATH",
-            UntrainedModelWarning,
-            stacklevel=2,
-        )
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = build_model(ModelConfig())
-        model, device = _on_backend(model, backend, device)
-        return cls(model, resolution, device)
+            return cls._on_onnxruntime(export_onnx(model, settings=settings, name=name), resolution, device)
+        return cls(model, resolution, device, settings=settings, name=name)
+
+    @classmethod
+    def _on_onnxruntime(cls, source: Path | bytes, resolution: int | None, device) -> Harmonizer:
+        """An ONNX export run by ONNX Runtime, with the inference settings stored in it."""
+        from gknet.onnx_backend import OnnxRuntimeModel
+
+        runtime = OnnxRuntimeModel(source, device)
+        return cls(runtime, resolution, runtime.device, settings=runtime.settings, name=runtime.name)
 
     def harmonize_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """composite [B, 3, H, W] float in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B, 3, H, W].
@@ -121,6 +169,29 @@ class Harmonizer:
         ``labels`` name the inputs in warnings. Equal to harmonizing one input at a time up to
         float rounding (the convolution kernels may sum in another order for another batch size).
         """
+        return self._harmonize(composites, masks, labels, trace=False)[0]
+
+    def trace_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Intermediates]:
+        """``harmonize_tensor``'s result and the intermediates of its network pass, in one pass.
+
+        The intermediates are at the network resolution (see :class:`gknet.models.Intermediates`).
+        """
+        (out,), inter = self._harmonize([composite], [mask], None, trace=True)
+        if inter is None:
+            raise GknetError("the mask is empty: the network does not run, there is nothing to trace")
+        return out, inter
+
+    def _network(self, composite: torch.Tensor, mask: torch.Tensor, trace: bool):
+        if not trace:
+            return self.model(composite, mask), None
+        if not hasattr(self.model, "trace"):
+            raise GknetError(f"{type(self.model).__name__} cannot report its intermediates (no trace method)")
+        inter = self.model.trace(composite, mask)
+        return inter.output, inter
+
+    def _harmonize(
+        self, composites: list[torch.Tensor], masks: list[torch.Tensor], labels: list[str] | None, trace: bool
+    ) -> tuple[list[torch.Tensor], Intermediates | None]:
         labels = labels or [None] * len(composites)
         if not len(composites) == len(masks) == len(labels):
             raise GknetError(f"got {len(composites)} composites, {len(masks)} masks and {len(labels)} labels")
@@ -131,17 +202,21 @@ class Harmonizer:
             if results[-1] is None:
                 work.append((len(results) - 1, composite, mask))
         if not work:
-            return results
+            return results, None
         with torch.no_grad():
             prepared = [self._network_inputs(composite, mask) for _, composite, mask in work]
-            low_out = self.model(torch.cat([p[2] for p in prepared]), torch.cat([p[3] for p in prepared]))
+            low_out, inter = self._network(
+                torch.cat([p[2] for p in prepared]), torch.cat([p[3] for p in prepared]), trace
+            )
             low_outs = low_out.split([len(p[0]) for p in prepared])
             for (index, composite, mask), inputs, low in zip(work, prepared, low_outs, strict=True):
                 comp, alpha, low_comp, low_alpha = inputs
                 out = self._full_resolution(comp, alpha, low_comp, low, low_alpha)
+                if not bool(torch.isfinite(out).all()):
+                    raise GknetError("the model produced NaN or infinite values: its weights are broken")
                 out = out.to(composite.device, composite.dtype)
                 results[index] = torch.where(mask.to(composite.device) > 0, out, composite)
-        return results
+        return results, inter
 
     def _check_pair(self, composite: torch.Tensor, mask: torch.Tensor, label: str | None) -> torch.Tensor:
         """Validate shapes and warn about empty masks; returns which masks of the batch are empty."""
@@ -154,7 +229,7 @@ class Harmonizer:
         for i in empty.nonzero().flatten().tolist():
             where = f" (image {i} of the batch)" if b > 1 else ""
             message = f"the mask is empty{where}: the output equals the input"
-            warnings.warn(f"{label}: {message}" if label else message, EmptyMaskWarning, stacklevel=3)
+            warnings.warn(f"{label}: {message}" if label else message, EmptyMaskWarning, stacklevel=4)
         return empty
 
     def _network_inputs(self, composite: torch.Tensor, mask: torch.Tensor):
@@ -168,9 +243,11 @@ class Harmonizer:
         """The network output carried to the input's own size (itself if that is the network's)."""
         if comp.shape[-2:] == low_out.shape[-2:]:
             return low_out
-        return transfer_to_full_resolution(comp, alpha, low_comp, low_out, low_alpha)
+        return transfer_to_full_resolution(comp, alpha, low_comp, low_out, low_alpha, self.settings.fullres)
 
-    def to_tensors(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
+    def to_tensors(
+        self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Image.Image | np.ndarray | torch.Tensor]]:
         """Validate and convert one :meth:`__call__` input: (composite [B,3,H,W], mask [B,1,H,W], restore).
 
         ``restore`` turns a result tensor back into the composite's type (see :meth:`__call__`).
@@ -191,7 +268,9 @@ class Harmonizer:
             alpha = (alpha >= threshold).to(alpha.dtype)
         return comp, alpha.to(comp.device), restore
 
-    def __call__(self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False):
+    def __call__(
+        self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False
+    ) -> Image.Image | np.ndarray | torch.Tensor:
         """Harmonize one image; returns the composite's type, dtype and size.
 
         composite: PIL image (any mode; returns RGB), numpy array H x W x 3 (uint8 or float in
@@ -205,27 +284,6 @@ class Harmonizer:
         return restore(self.harmonize_tensor(comp, alpha))
 
 
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise GknetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return backend
-
-
-def _on_backend(model, backend: str, device):
-    """(model to wrap, device) for ``backend``: a torch model as it is, or ONNX Runtime running
-    an .onnx file or the torch model exported in memory (on the device ONNX Runtime can use)."""
-    if backend != "onnxruntime":
-        return model, device
-    from gknet.onnx_backend import OnnxRuntimeModel, export_onnx
-
-    source = export_onnx(model.cpu()) if isinstance(model, torch.nn.Module) else model
-    runtime = OnnxRuntimeModel(source, device)
-    return runtime, runtime.device
-
-
 def _describe(x) -> str:
     return f"{type(x).__name__} of shape {list(x.shape)} and dtype {x.dtype}"
 
@@ -234,13 +292,13 @@ def _composite_to_tensor(composite):
     """-> ([B, 3, H, W] float tensor, function turning a result tensor back into the input's type)."""
     if isinstance(composite, Image.Image):
         tensor = to_tensor_image(rgb_image(composite))[None]
-        return tensor, lambda out: Image.fromarray(_to_uint8(out[0]))
+        return tensor, lambda out: to_pil_image(out[0])
     if isinstance(composite, np.ndarray):
         if composite.ndim != 3 or composite.shape[2] != 3:
             raise GknetError(f"composite array must be H x W x 3, got {_describe(composite)}")
         if composite.dtype == np.uint8:
             tensor = torch.from_numpy(composite.astype(np.float32) / 255.0)
-            return tensor.permute(2, 0, 1)[None], lambda out: _to_uint8(out[0])
+            return tensor.permute(2, 0, 1)[None], lambda out: to_uint8_array(out[0])
         if not np.issubdtype(composite.dtype, np.floating):
             raise GknetError(f"composite array must be uint8 or float in [0, 1], got dtype {composite.dtype}")
         _check_unit_range(composite, "composite")
@@ -291,10 +349,6 @@ def _check_unit_range(x, name: str) -> None:
     lo, hi = float(x.min()), float(x.max())
     if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
         raise GknetError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}] (use uint8 for 0-255 data)")
-
-
-def _to_uint8(chw: torch.Tensor) -> np.ndarray:
-    return (chw.float() * 255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def comparison_image(

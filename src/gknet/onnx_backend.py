@@ -1,10 +1,13 @@
 """ONNX export of a GKNet and an ONNX Runtime model with the torch model's call signature.
 
-    export_onnx(model, "gknet.onnx")                # what `gknet export --onnx` writes
-    Harmonizer.from_file("gknet.onnx")              # runs it with ONNX Runtime
+    export_onnx(model, "gknet.onnx", settings)      # what `gknet export --onnx` writes
+    Harmonizer.from_pretrained("gknet.onnx")        # runs it with ONNX Runtime
 
 The graph takes ``composite`` [B, 3, H, W] and ``mask`` [B, 1, H, W] (float32 in [0, 1])
-and returns ``harmonized`` [B, 3, H, W]; batch, height and width are dynamic. It is traced
+and returns ``harmonized`` [B, 3, H, W]; batch, height and width are dynamic. The input
+normalisation is part of the graph (the model's own); the model config and the release's
+inference settings (network resolution, full-resolution transfer) travel in the file's
+metadata, so an export runs like the release it came from. It is traced
 with the torch.export-based exporter (``dynamo=True``: the TorchScript exporter cannot
 export adaptive pooling of a dynamic-size input); while exporting, the kernel modulation
 (:mod:`gknet.ops`) and SCF's pooling take their plain-op forms.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import logging
 import tempfile
 import warnings
@@ -25,10 +29,13 @@ from pathlib import Path
 import torch
 
 from gknet.atomic import atomic_path
+from gknet.config import ConfigError, InferenceConfig, ModelConfig, from_dict, to_dict
 from gknet.errors import GknetError
 
 INPUTS = ("composite", "mask")
 OUTPUT = "harmonized"
+# metadata keys of an export: JSON of the ModelConfig and InferenceConfig, and the release's name
+META_MODEL, META_INFERENCE, META_NAME = "gknet.model", "gknet.inference", "gknet.name"
 OPSET = 18
 EXAMPLE_SIZE = 64  # traced example (batch 2, not 1: torch.export specialises sizes 0 and 1)
 
@@ -55,12 +62,24 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path | None = None) -> bytes | Path:
-    """Export ``model`` (a GKNet) to ONNX: written atomically to ``path``, or returned as bytes."""
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | Path | None = None,
+    settings: InferenceConfig | None = None,
+    name: str = "model",
+) -> bytes | Path:
+    """Export ``model`` (a GKNet) to ONNX: written atomically to ``path``, or returned as bytes.
+
+    ``settings``: the release's inference settings stored with it (default: the standard
+    ones with the model's normalisation); a normalisation other than the model's is an error.
+    """
     for module in ("onnx", "onnxscript"):
         _require(module)
     from torch.export import Dim
 
+    settings = settings or InferenceConfig(normalization=model.normalization)
+    if settings.normalization != model.normalization:
+        raise GknetError("the inference settings' normalization differs from the model's")
     model = model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(0)  # leaves the global random state alone
@@ -79,12 +98,20 @@ def export_onnx(model: torch.nn.Module, path: str | Path | None = None) -> bytes
             opset_version=OPSET,
             verbose=False,
         )
+    program.model.metadata_props.update(
+        {
+            META_MODEL: json.dumps(to_dict(model.cfg)),
+            META_INFERENCE: json.dumps(to_dict(settings)),
+            META_NAME: name,
+        }
+    )
     if path is None:
         with tempfile.TemporaryDirectory() as tmp:
             program.save(Path(tmp) / "model.onnx", external_data=False)
             return (Path(tmp) / "model.onnx").read_bytes()
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             program.save(tmp, external_data=False)
     except OSError as exc:
@@ -97,12 +124,13 @@ class OnnxRuntimeModel(torch.nn.Module):
 
     ``source``: an .onnx file or its bytes. ``device``: ``cpu``, ``cuda[:N]`` (needs
     onnxruntime-gpu) or ``auto`` (CUDA where both torch and onnxruntime have it). Uses torch's
-    number of CPU threads.
+    number of CPU threads. ``cfg``, ``settings`` and ``name`` are the model config, inference
+    settings and release name stored in the export.
     """
 
     def __init__(self, source: str | Path | bytes, device: torch.device | str = "cpu"):
         super().__init__()
-        from gknet.evaluate import resolve_device
+        from gknet.device import resolve_device
 
         ort = _require("onnxruntime")
         has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -131,6 +159,7 @@ class OnnxRuntimeModel(torch.nn.Module):
         found = tuple(i.name for i in self.session.get_inputs())
         if found != INPUTS:
             raise GknetError(f"{name} is not a gknet ONNX export: inputs {found}, expected {INPUTS}")
+        self.cfg, self.settings, self.name = _stored_settings(self.session, name)
         self.device = device
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -140,3 +169,17 @@ class OnnxRuntimeModel(torch.nn.Module):
         }
         (out,) = self.session.run([OUTPUT], feed)
         return torch.from_numpy(out).to(composite.device)
+
+
+def _stored_settings(session, name: str) -> tuple[ModelConfig, InferenceConfig, str]:
+    """(model config, inference settings, release name) from an export's metadata."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if META_MODEL not in meta or META_INFERENCE not in meta:
+        raise GknetError(f"{name} has no gknet settings in its metadata: export it with gknet export --onnx")
+    try:
+        cfg = from_dict(ModelConfig, json.loads(meta[META_MODEL]), where=f"{name}:{META_MODEL}")
+        inference = json.loads(meta[META_INFERENCE])
+        settings = from_dict(InferenceConfig, inference, where=f"{name}:{META_INFERENCE}")
+    except (ConfigError, json.JSONDecodeError) as exc:
+        raise GknetError(f"invalid settings in {name}: {exc}") from None
+    return cfg, settings, meta.get(META_NAME) or "model"

@@ -19,8 +19,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from gknet.errors import GknetError
 
 
@@ -75,8 +73,10 @@ def resolve_shard(option: str | None, env: Mapping[str, str] = os.environ) -> Sh
     return parse_shard(option) if option else torchrun_shard(env)
 
 
-def rank_device(device: torch.device, env: Mapping[str, str] = os.environ) -> torch.device:
-    """Under torchrun, a CUDA device without an index becomes ``cuda:LOCAL_RANK``."""
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in env:
-        return torch.device("cuda", int(env["LOCAL_RANK"]))
-    return device
+def local_rank(env: Mapping[str, str] = os.environ) -> int:
+    """torchrun's ``LOCAL_RANK`` (0 outside torchrun): the GPU index of a bare ``cuda`` device
+    (see :func:`gknet.device.resolve_device`)."""
+    try:
+        return int(env.get("LOCAL_RANK", 0))
+    except ValueError:
+        raise GknetError(f"LOCAL_RANK must be an integer, got {env['LOCAL_RANK']!r}") from None

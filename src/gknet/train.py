@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from gknet.atomic import write_atomic
-from gknet.config import Config, ConfigError, from_dict, to_dict
+from gknet.atomic import check_writable, publish_copy, remove_stale_temporaries, write_atomic
+from gknet.config import Config, ConfigError, InferenceConfig, from_dict, to_dict
+from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
 from gknet.metrics import image_metrics
@@ -58,22 +58,6 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA if present, else CPU; explicit CUDA requests fail clearly without a GPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise GknetError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GknetError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-    return dev
 
 
 def init_distributed(device: torch.device) -> Dist:
@@ -147,15 +131,9 @@ def validate(
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 
-def _publish(src: Path, dst: Path) -> None:
-    """Make ``dst`` an atomic copy of ``src`` (a hard link where the filesystem allows)."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+def _is_better(score: float, best: float | None) -> bool:
+    """Whether a validation score (lower is better) makes a new best checkpoint: never a non-finite one."""
+    return math.isfinite(score) and (best is None or score < best)
 
 
 def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
@@ -182,15 +160,9 @@ def train(
 
     resume: a checkpoint path, ``"auto"`` (``out_dir/ckpt/last.pt`` if present) or None.
     datasets: (train, validation) datasets yielding gknet items; default: built from cfg.data.
-    Returns ``{"step", "epoch", "stopped", "loss", "val", "best_fmse"}``.
+    Returns ``{"step", "epoch", "stopped", "loss", "val", "real_val", "best_score", "select_on"}``.
     """
-    prev_threads = torch.get_num_threads()
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    try:
-        return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
-    finally:
-        torch.set_num_threads(prev_threads)
+    return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
 
 
 class _Trainer:
@@ -235,8 +207,17 @@ class _Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.epoch = self.batch_in_epoch = self.step = 0
-        self.best_fmse: float | None = None
+        # The best checkpoint has the lowest score: the real composites' mean fMSE ratio when
+        # data.real_val is set, else the synthetic validation fMSE.
+        self.real_val = None
+        if cfg.data.real_val and self.dist.main:
+            from gknet.training_data import RealValidation
+
+            self.real_val = RealValidation(Path(cfg.data.real_val).expanduser(), cfg.data.real_val_subsets)
+        self.select_on = "real_val.score" if cfg.data.real_val else "val.fmse"
+        self.best_score: float | None = None
         self.last_val: dict[str, float] | None = None
+        self.last_real: dict | None = None
         self.elapsed_before = 0.0
 
         path = _resume_path(resume, out_dir)
@@ -259,6 +240,9 @@ class _Trainer:
 
         if self.dist.main:
             (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+            # Temporaries of a run killed mid-write (ours alone write here); the run continues.
+            remove_stale_temporaries(out_dir / "ckpt")
+            remove_stale_temporaries(out_dir, ["config.yaml", "log.jsonl"])
             write_atomic(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.log = RunLog(out_dir, self.dist.main, self.step if path is not None else None)
         pin = self.device.type == "cuda"
@@ -278,8 +262,10 @@ class _Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
-            "best_fmse": self.best_fmse,
+            "best_score": self.best_score,
+            "select_on": self.select_on,
             "val": self.last_val,
+            "real_val": self.last_real,
             "elapsed": self._elapsed(),
             "config": to_dict(self.cfg),
             "config_name": self.config_name,
@@ -309,7 +295,13 @@ class _Trainer:
         self.scaler.load_state_dict(state["scaler"])
         restore_rng_states(state["rng"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
-        self.best_fmse, self.last_val = state["best_fmse"], state["val"]
+        if state.get("select_on", "val.fmse") != self.select_on:
+            raise GknetError(
+                f"{path} chose its best checkpoint by {state.get('select_on', 'val.fmse')}, this config by "
+                f"{self.select_on}; resume with the same data.real_val setting"
+            )
+        self.best_score = state["best_score"] if "best_score" in state else state["best_fmse"]
+        self.last_val, self.last_real = state["val"], state.get("real_val")
         self.elapsed_before = state["elapsed"]
         if self.dist.main:
             where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
@@ -326,7 +318,7 @@ class _Trainer:
             last = ckpt / "last.pt"
             if periodic:
                 step_path = save_state(self._state(), ckpt / f"step_{self.step:07d}.pt")
-                _publish(step_path, last)
+                publish_copy(step_path, last)
             else:
                 save_state(self._state(), last)
         self.dist.barrier()
@@ -337,9 +329,19 @@ class _Trainer:
         paused = time.monotonic()
         if self.dist.main:
             self.last_val = validate(self.model, self.val_loader, self.device, self.amp_dtype)
-            self.log.write({"step": self.step, "epoch": self.epoch, "val": self.last_val})
-            if self.best_fmse is None or self.last_val["fmse"] < self.best_fmse:
-                self.best_fmse = self.last_val["fmse"]
+            record = {"step": self.step, "epoch": self.epoch, "val": self.last_val}
+            score = self.last_val["fmse"]
+            if self.real_val is not None:
+                self.last_real = record["real_val"] = self.real_val(self.model, self.device)
+                score = self.last_real["score"]
+            self.log.write(record)
+            if not math.isfinite(score):
+                tqdm.write(
+                    f"warning: validation at step {self.step} is not finite: not kept as best.pt "
+                    f"({self.select_on} = {score})"
+                )
+            if _is_better(score, self.best_score):
+                self.best_score = score
                 save_state(self._state(), self.out_dir / "ckpt" / "best.pt")
         self.dist.barrier()
         self.validated_step = self.step
@@ -352,12 +354,30 @@ class _Trainer:
         with autocast:
             pred = self.net(composite, mask)
         loss = fn_mse_loss(pred.float(), target, mask, self.cfg.train.a_min)
+        self._stop_if_diverged(loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         return loss.detach()
+
+    def _stop_if_diverged(self, loss: torch.Tensor) -> None:
+        """Stop at the first NaN / infinite loss, before it reaches the weights (all ranks together)."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.dist.world > 1:
+            dist.all_reduce(bad)
+        if not bad.item():
+            return
+        step, value = self.step + 1, loss.detach().item()
+        self.log.write({"step": step, "event": "diverged", "loss": str(value)})
+        self.log.close()
+        self.bar.close()
+        kept = f"ckpt/last.pt holds step {self.saved_step}" if self.saved_step > 0 else "no checkpoint kept"
+        raise GknetError(
+            f"training diverged: the loss is {value} at step {step} (epoch {self.epoch}); stopped, "
+            f"{kept}; lower train.lr ({self.cfg.train.lr:g}) or raise train.warmup_steps"
+        )
 
     def _out_of_time(self) -> bool:
         minutes = self.cfg.train.max_minutes
@@ -375,7 +395,7 @@ class _Trainer:
         stopped = "max_steps" if tc.max_steps and self.step >= tc.max_steps else "epochs"
         loss_sum, window_steps, self.window_start = torch.zeros((), device=self.device), 0, time.monotonic()
         last_loss = math.nan
-        bar = tqdm(
+        bar = self.bar = tqdm(
             total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.dist.main
         )
         self.log.write(
@@ -401,7 +421,7 @@ class _Trainer:
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == self.total_steps:
                     last_loss, img_per_s = self._log_train(loss_sum, window_steps, lr)
-                    bar.set_postfix(loss=f"{last_loss:.4g}", img_s=f"{img_per_s:.1f}")
+                    bar.set_postfix(self._postfix(last_loss, img_per_s))
                     loss_sum.zero_()
                     window_steps, self.window_start = 0, time.monotonic()
                 if tc.val_every and self.step % tc.val_every == 0:
@@ -433,8 +453,18 @@ class _Trainer:
             dist.destroy_process_group()
         return {
             "step": self.step, "epoch": self.epoch, "stopped": stopped, "loss": last_loss,
-            "val": self.last_val, "best_fmse": self.best_fmse,
+            "val": self.last_val, "real_val": self.last_real, "best_score": self.best_score,
+            "select_on": self.select_on,
         }
+
+    def _postfix(self, loss: float, img_per_s: float) -> dict[str, str]:
+        """Progress-bar fields: loss, speed, and the last validation (synthetic, real ratios)."""
+        fields = {"loss": f"{loss:.4g}", "img_s": f"{img_per_s:.1f}"}
+        if self.last_val is not None:
+            fields["val_fmse"] = f"{self.last_val['fmse']:.0f}"
+        if self.last_real is not None:
+            fields["real"] = f"{self.last_real['score']:.3f}"
+        return fields
 
     def _log_train(self, loss_sum: torch.Tensor, steps: int, lr: float) -> tuple[float, float]:
         mean = loss_sum / max(steps, 1)
@@ -469,31 +499,41 @@ def config_from_checkpoint(path: str | Path) -> tuple[Config, str | None]:
 
 
 def checkpoint_model(checkpoint: str | Path):
-    """(model in eval mode, its Config, the loaded state) of a training checkpoint."""
+    """(model in eval mode, its Config, the loaded state, the inference settings of its release)
+    of a training checkpoint."""
+    from gknet.checkpoint import check_finite
     from gknet.models import build_model
 
     state = load_state(checkpoint)
     cfg = _stored_config(state, checkpoint)
+    check_finite(state["model"], f"checkpoint {checkpoint}")
     model = build_model(cfg.model)
     model.load_state_dict(state["model"])
-    return model.eval(), cfg, state
+    inference = InferenceConfig(train_size=cfg.train.image_size, normalization=model.normalization)
+    return model.eval(), cfg, state, inference
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
     from gknet.checkpoint import save_release
 
+    if Path(output).name in ("", ".", "..") or Path(output).is_dir():
+        raise GknetError(f"output must name a file such as model.safetensors, got {str(output)!r}")
     output = Path(output).with_suffix(".safetensors")
     if not overwrite and (output.exists() or output.with_suffix(".json").exists()):
         raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
-    model, cfg, state = checkpoint_model(checkpoint)
+    check_writable(output)
+    remove_stale_temporaries(output.parent, [output.name, output.with_suffix(".json").name])
+    model, cfg, state, inference = checkpoint_model(checkpoint)
     meta = {
         "step": state["step"],
         "epoch": state["epoch"],
         "val": state["val"],
-        "best_val_fmse": state["best_fmse"],
+        "real_val": state.get("real_val"),
+        "best_score": state["best_score"] if "best_score" in state else state["best_fmse"],
+        "select_on": state.get("select_on", "val.fmse"),
         "config_name": state["config_name"],
         "train": to_dict(cfg.train),
         "data": to_dict(cfg.data),
     }
-    return save_release(model, cfg.model, output, meta=meta)
+    return save_release(model, cfg.model, output, meta=meta, inference=inference)

@@ -10,6 +10,7 @@ tensors are stored, so states load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,14 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     if not path.is_file():
         raise GknetError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before it refuses them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise GknetError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in reason:
+            reason = "it holds Python objects other than tensors, which are never unpickled"
+        raise GknetError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "model" not in state:
         raise GknetError(f"{path} is not a gknet training checkpoint (version {STATE_VERSION})")
     return state

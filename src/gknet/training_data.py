@@ -12,18 +12,19 @@ Sources (``data.source``):
 - ``synthetic``: :class:`gknet.data.synthetic.SyntheticComposites` over photos + masks
   under ``data.root``; it has its own fixed train/validation split.
 - ``iharmony4``: the benchmark's *train* lists of ``data.subsets`` under ``data.root``;
-  ``data.val_fraction`` of them (chosen by a seeded hash of the name) is held out for
-  validation, so the benchmark's test split stays untouched.
+  ``data.val_fraction`` of them (chosen by :func:`gknet.data.split.is_validation` on
+  ``subset/name``, the rule of the synthetic photos) is held out for validation, so the
+  benchmark's test split stays untouched.
 - ``folder``: ``data.root/{composites,masks,targets}`` paired by file stem, split like
   iHarmony4.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -31,13 +32,8 @@ from gknet.config import DataConfig, TrainConfig
 from gknet.data.augment import random_resized_crop_flip, resize_triplet
 from gknet.data.imageio import to_tensor_image
 from gknet.data.samples import SampleDataset
+from gknet.data.split import is_validation
 from gknet.errors import GknetError
-
-
-def is_validation_name(name: str, seed: int, val_fraction: float) -> bool:
-    """Seeded hash split: the same name always lands on the same side for a given seed."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
 def triplet_item(images: list[Image.Image], name: str) -> dict:
@@ -94,7 +90,7 @@ def _split_samples(samples: SampleDataset, data: DataConfig, train: TrainConfig,
         path, message = samples.problems[0]
         raise GknetError(f"{len(samples.problems)} unusable file(s) under {root}, e.g. {path}: {message}")
     names = [s.name if s.subset == "folder" else f"{s.subset}/{s.name}" for s in samples]
-    val = [i for i, n in enumerate(names) if is_validation_name(n, data.seed, data.val_fraction)]
+    val = [i for i, n in enumerate(names) if is_validation(n, data.seed, data.val_fraction)]
     held_out = set(val)
     fit = [i for i in range(len(samples)) if i not in held_out]
     if data.val_size:
@@ -113,6 +109,8 @@ def _split_samples(samples: SampleDataset, data: DataConfig, train: TrainConfig,
 
 def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Dataset]:
     """(training dataset, validation dataset) for the config; validation is capped at data.val_size."""
+    if not data.root:
+        raise GknetError("data.root is not set: the photo folder, iHarmony4 root or triplet folder")
     root = Path(data.root).expanduser()
     if not root.is_dir():
         raise GknetError(f"data.root is not a directory: {root}")
@@ -133,3 +131,64 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
         samples = FolderDataset(root / "composites", root / "masks", root / "targets")
     return _split_samples(samples, data, train, root)
 
+
+
+class RealValidation:
+    """Real composites with ground truth (an iHarmony4-layout folder), scored as the evaluator does.
+
+    Synthetic validation only tells whether a model learns; real composites decide which
+    checkpoint is best. The images are loaded and resized once (evaluation protocol, 256 px),
+    and every call scores the model on all of them. ``score`` is the mean over subsets of the
+    model's fMSE as a ratio to the composite's (lower is better; 1 = no change).
+    """
+
+    def __init__(self, root: str | Path, subsets: tuple[str, ...], size: int = 256):
+        from gknet.data.iharmony4 import IHarmony4
+        from gknet.evaluate import prepare_images
+
+        samples = IHarmony4(root, list(subsets), split="test")
+        if samples.problems:
+            path, message = samples.problems[0]
+            raise GknetError(f"real validation set {root}: {path}: {message}")
+        prepared = []
+        for sample in samples:
+            composite, mask, target = sample.load()
+            if target is None:
+                raise GknetError(f"real validation set {root}: no target for {sample.composite}")
+            prepared.append(prepare_images(composite, mask, target, size))
+        if not prepared:
+            raise GknetError(f"real validation set {root} lists no images for {', '.join(subsets)}")
+        self.composite, self.mask, self.target = (torch.stack(t) for t in zip(*prepared, strict=True))
+        self.subsets = [s.subset for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.subsets)
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, device: torch.device, batch_size: int = 8) -> dict:
+        """``{subset: {"mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, ..., "score"}``."""
+        from gknet.metrics import image_metrics
+
+        was_training = model.training
+        model.eval()
+        rows = []
+        for start in range(0, len(self), batch_size):
+            comp, fg, tgt = (t[start : start + batch_size] for t in (self.composite, self.mask, self.target))
+            comp255, tgt255 = comp.float(), tgt.float()
+            out = model((comp255 / 255).to(device), fg.float().to(device)).float().cpu()
+            scores = image_metrics(out * 255, tgt255, fg)
+            anchor = image_metrics(comp255, tgt255, fg)
+            columns = (scores["mse"], scores["fmse"], scores["psnr"], anchor["fmse"])
+            rows += [
+                {"mse": float(m), "fmse": float(f), "psnr": float(p), "composite_fmse": float(c)}
+                for m, f, p, c in zip(*columns, strict=True)
+            ]
+        model.train(was_training)
+        result: dict = {}
+        for subset in dict.fromkeys(self.subsets):
+            group = [r for r, s in zip(rows, self.subsets, strict=True) if s == subset]
+            means = {k: float(np.mean([r[k] for r in group])) for k in group[0]}
+            means["fmse_ratio"] = means["fmse"] / max(means["composite_fmse"], 1e-9)
+            result[subset] = means
+        result["score"] = float(np.mean([result[s]["fmse_ratio"] for s in dict.fromkeys(self.subsets)]))
+        return result

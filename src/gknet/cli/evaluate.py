@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gknet.cli._args import integer
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -20,20 +22,40 @@ def register(subparsers) -> None:
         "--subsets",
         nargs="+",
         metavar="NAME",
-        help="HCOCO HAdobe5k HFlickr Hday2night (default: all present)",
+        help="e.g. HCOCO HAdobe5k HFlickr Hday2night RainNet_examples (default: every listed subset)",
     )
     data.add_argument("--split", default="test", choices=("train", "test"), help="default: test")
     data.add_argument("--composites", metavar="DIR", help="folder of composites (paired by file stem)")
     data.add_argument("--masks", metavar="DIR", help="folder of foreground masks")
     data.add_argument("--targets", metavar="DIR", help="folder of ground-truth images")
-    method = p.add_mutually_exclusive_group()
-    method.add_argument("--weights", metavar="PATH", help="release .safetensors file, or 'default'")
-    method.add_argument("--baseline", metavar="NAME", help="composite, reinhard or histogram")
-    p.add_argument("--limit", type=int, metavar="K", help="evaluate only the first K images of each subset")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: outputs/evaluate/<method>)")
-    p.add_argument("--batch-size", type=int, default=8, help="default: 8")
+    method = p.add_argument_group("methods (repeatable: each is evaluated, in the order given)")
+    p.set_defaults(methods=[])
+    method.add_argument(
+        "--weights",
+        metavar="NAME|PATH",
+        action=_AddMethod,
+        help="shipped weights (gknet_small, default) or a release .safetensors file",
+    )
+    method.add_argument(
+        "--baseline", metavar="NAME", action=_AddMethod, help="composite, reinhard or histogram"
+    )
+    p.add_argument(
+        "--figure",
+        metavar="FILE.png",
+        help="also write a Figure-6 style comparison of all methods (worst, median, best image by the "
+        "last method's fMSE ratio to the composite)",
+    )
+    p.add_argument(
+        "--limit", type=integer(1), metavar="K", help="evaluate only the first K images of each subset"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: outputs/evaluate/<method>; with several methods DIR/<method>)",
+    )
+    p.add_argument("--batch-size", type=integer(1), default=8, help="default: 8")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="image loading processes (default: 0)")
+    p.add_argument("--workers", type=integer(0), default=0, help="image loading processes (default: 0)")
     p.add_argument(
         "--psnr-peak",
         choices=("255", "target_max"),
@@ -45,15 +67,15 @@ def register(subparsers) -> None:
     split.add_argument(
         "--shard",
         metavar="K/N",
-        help="evaluate only the K-th of N slices of the samples, into OUT/shard-K-of-N "
-        "(default under torchrun: RANK+1/WORLD_SIZE)",
+        help="evaluate only the K-th of N slices of the samples, into OUT/shard-K-of-N (with several "
+        "methods OUT/<method>/shard-K-of-N; default under torchrun: RANK+1/WORLD_SIZE)",
     )
     split.add_argument(
         "--merge",
         nargs="+",
         metavar="DIR",
-        help="merge the outputs of shards 1..N (their folders, or a folder holding shard-K-of-N "
-        "folders) into --out; nothing is evaluated",
+        help="merge the outputs of one method's shards 1..N (their folders, or a folder holding "
+        "shard-K-of-N folders) into --out; nothing is evaluated",
     )
     p.set_defaults(func=run)
 
@@ -86,28 +108,55 @@ def _dataset(args: argparse.Namespace):
     return dataset, source
 
 
+class _AddMethod(argparse.Action):
+    """--weights / --baseline append (kind, value) to ``methods``, keeping the order typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.methods = [*namespace.methods, (self.dest, values)]
+
+
+def _methods(args: argparse.Namespace, device) -> list:
+    """(name, method) in command-line order; repeated names get a suffix."""
+    from gknet.errors import GknetError
+    from gknet.evaluate import load_method
+
+    if not args.methods:
+        raise GknetError("pass at least one --weights NAME|PATH or --baseline NAME (or --merge DIR...)")
+    methods, seen = [], {}
+    for kind, value in args.methods:
+        method, name = load_method(**{kind: value, "device": device})
+        seen[name] = seen.get(name, 0) + 1
+        methods.append((name if seen[name] == 1 else f"{name}_{seen[name]}", method))
+    return methods
+
+
 def _merge(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
-    from gknet.evaluate import write_outputs
+    from gknet.evaluate import prepare_out_dir, write_outputs
     from gknet.evaluate_shards import merge_shards
 
     options = {
         "--data-root": args.data_root,
         "--composites": args.composites,
-        "--weights": args.weights,
-        "--baseline": args.baseline,
+        "--masks": args.masks,
+        "--targets": args.targets,
+        "--limit": args.limit,
         "--shard": args.shard,
+        "--figure": args.figure,
     }
     given = [flag for flag, value in options.items() if value]
+    given += sorted({f"--{kind}" for kind, _ in args.methods})
     if given:
         raise GknetError(f"--merge only reads finished shards; it does not take {', '.join(given)}")
     if not args.out:
         raise GknetError("--merge needs --out DIR for the merged results")
+    out = prepare_out_dir(args.out)
     run = merge_shards(args.merge)
-    return _report(run, write_outputs(run, args.out))
+    return _report(run, write_outputs(run, out))
 
 
 def _report(run, files: dict) -> int:
+    """Print a run's table and files; 1 if some images failed."""
     results = run.results()
     for label, group in [*results["subsets"].items(), ("ALL", results["all"])]:
         if group["n"]:
@@ -127,35 +176,69 @@ def _report(run, files: dict) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from gknet.atomic import check_writable, remove_stale_temporaries
+    from gknet.device import resolve_device
     from gknet.errors import GknetError
-    from gknet.evaluate import evaluate, load_method, resolve_device, write_outputs
+    from gknet.evaluate import evaluate, prepare_out_dir, write_outputs
     from gknet.evaluate_shards import shard_samples
-    from gknet.shard import rank_device, resolve_shard
+    from gknet.shard import local_rank, resolve_shard
 
     if args.merge:
         return _merge(args)
-    if not (args.weights or args.baseline):
-        raise GknetError("choose a method: --weights PATH or --baseline NAME (or --merge DIR...)")
     shard = resolve_shard(args.shard)
-    device = rank_device(resolve_device(args.device))
+    if shard is not None and args.figure:  # its worst/median/best would be those of one slice
+        raise GknetError(
+            "--figure needs the whole evaluation, not one shard: merge the shards (--merge) and "
+            "run --figure in one process"
+        )
+    # Before any work, the results must have somewhere to go: the folder and figure named on the
+    # command line first, then each method's folder once the methods' names are known.
+    if args.figure:
+        figure = Path(args.figure)
+        if figure.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise GknetError(f"unsupported figure format {figure.suffix!r} (use .png or .jpg)")
+        check_writable(figure)
+        remove_stale_temporaries(figure.parent, [figure.name])
+    if args.out:
+        prepare_out_dir(args.out)
+    device = resolve_device(args.device, local_rank())  # under torchrun: this process's GPU
     dataset, source = _dataset(args)
     record = None
     if shard is not None:
         dataset, record = shard_samples(dataset, shard, args.batch_size)
-    method, name = load_method(args.baseline, args.weights, device)
-    out = Path(args.out) if args.out else Path("outputs") / "evaluate" / name
-    if shard is not None:
-        out = out / shard.name
-    run = evaluate(
-        method,
-        dataset,
-        name,
-        batch_size=args.batch_size,
-        device=device,
-        psnr_peak=args.psnr_peak,
-        workers=args.workers,
-        source=source,
-        progress=not args.no_progress,
-    )
-    run.shard = record
-    return _report(run, write_outputs(run, out))
+    methods = _methods(args, device)
+    outs = [_out_dir(args.out, name, len(methods) > 1, shard) for name, _ in methods]
+    for out in outs:
+        prepare_out_dir(out)
+    runs, status = [], 0
+    for (name, method), out in zip(methods, outs, strict=True):
+        run = evaluate(
+            method,
+            dataset,
+            name,
+            batch_size=args.batch_size,
+            device=device,
+            psnr_peak=args.psnr_peak,
+            workers=args.workers,
+            source=source,
+            progress=not args.no_progress,
+        )
+        run.shard = record
+        status = max(status, _report(run, write_outputs(run, out)))
+        runs.append(run)
+    if args.figure:
+        from gknet.comparison import comparison_figure
+
+        path = comparison_figure(dataset, methods, runs, args.figure, device=device)
+        print(f"wrote {path}")
+    return status
+
+
+def _out_dir(out: str | None, name: str, several: bool, shard):
+    """A method's output folder: OUT, OUT/<method> with several methods (default OUT:
+    outputs/evaluate, always per method), and a shard's folder inside it."""
+    from pathlib import Path
+
+    folder = Path(out or Path("outputs") / "evaluate")
+    folder = folder / name if several or not out else folder
+    return folder / shard.name if shard is not None else folder

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
+from gknet.cli._args import integer
+from gknet.config import MIN_RESOLUTION
 
 
 def register(sub) -> None:
@@ -20,56 +20,69 @@ def register(sub) -> None:
     p.add_argument(
         "--weights",
         default="default",
-        metavar="PATH",
-        help="release .safetensors file, or 'default' (shipped weights; random ones with a warning if none)",
+        metavar="NAME|PATH",
+        help="shipped weights (default: gknet_small) or a release .safetensors file",
     )
     p.add_argument(
         "--point",
         nargs=2,
-        type=int,
+        type=integer(0),
         metavar=("X", "Y"),
         help="LRE query point in composite pixels (default: centre of the mask's bounding box)",
     )
-    p.add_argument("--clusters", type=int, default=6, metavar="K", help="K-means clusters (default: 6)")
     p.add_argument(
-        "--level", type=int, metavar="L", help="SCF level, 1 = deepest (default: the finest modulated level)"
+        "--clusters", type=integer(2), default=6, metavar="K", help="K-means clusters (default: 6)"
+    )
+    p.add_argument(
+        "--level",
+        type=integer(1),
+        metavar="L",
+        help="SCF level, 1 = deepest (default: the finest modulated level)",
     )
     p.add_argument(
         "--resolution",
-        type=int,
-        default=256,
+        type=integer(MIN_RESOLUTION),
         metavar="PX",
-        help="network pass at PX x PX, as gknet harmonize; pictures with longer side PX (default: 256)",
+        help="network pass at PX x PX, as gknet harmonize; pictures with longer side PX "
+        "(default: the weights' setting)",
     )
-    p.add_argument("--seed", type=int, default=0, help="K-means seed (default: 0)")
+    p.add_argument("--seed", type=integer(0), default=0, help="K-means seed (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    p.add_argument(
+        "--threads",
+        type=integer(1),
+        metavar="N",
+        help="torch CPU threads (default: torch's); on a busy machine 1 makes K-means much faster",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace pictures already in DIR")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from gknet.checkpoint import weights_path
     from gknet.data.imageio import load_mask, load_rgb
-    from gknet.explain import check_out_dir, explain, load_model
+    from gknet.explain import check_out_dir, explain
+    from gknet.harmonizer import Harmonizer
 
     check_out_dir(args.out, args.overwrite)  # fail before the slow part
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     composite, mask = load_rgb(args.composite), load_mask(args.mask)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, note = load_model(args.weights, args.device)  # may warn: untrained weights
-    for warning in caught:
-        print(f"gknet explain: warning: {warning.message}", file=sys.stderr)
+    weights = weights_path(args.weights)
+    harmonizer = Harmonizer.from_pretrained(weights, resolution=args.resolution, device=args.device)
     written = explain(
-        model,
+        harmonizer,
         composite,
         mask,
         args.out,
         point=tuple(args.point) if args.point else None,
         clusters=args.clusters,
         level=args.level,
-        resolution=args.resolution,
         seed=args.seed,
         overwrite=args.overwrite,
-        notes=[note, f"composite: {args.composite}", f"mask: {args.mask}"],
+        notes=[f"weights: {weights.name}", f"composite: {args.composite}", f"mask: {args.mask}"],
     )
     for path in written.values():
         print(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -31,42 +32,44 @@ def register(subparsers) -> None:
 
 
 def _onnx_source(args: argparse.Namespace):
-    """The model to export to ONNX: the checkpoint's, or the release weights of --weights."""
-    from gknet.checkpoint import load_release, weights_path
-    from gknet.errors import GknetError
+    """(model, inference settings, name) to export to ONNX: the checkpoint's, or the release of --weights."""
+    from gknet.harmonizer import Harmonizer
     from gknet.train import checkpoint_model
 
     if args.checkpoint:
-        return checkpoint_model(args.checkpoint)[0]
-    path = weights_path(args.weights or "default")
-    if not path.exists():
-        raise GknetError(f"weights file not found: {path}")
-    return load_release(path)[0]
+        model, _cfg, state, inference = checkpoint_model(args.checkpoint)
+        return model, inference, state["config_name"] or Path(args.checkpoint).stem
+    harmonizer = Harmonizer.from_pretrained(args.weights or "default", backend="torch")
+    return harmonizer.model, harmonizer.settings, harmonizer.name
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.errors import GknetError
     from gknet.train import export_checkpoint
 
-    if not (args.output or args.onnx):
+    if args.output is None and args.onnx is None:
         raise GknetError("nothing to write: give -o OUT.safetensors and/or --onnx OUT.onnx")
-    if args.output and not args.checkpoint:
+    if args.output is not None and not args.checkpoint:
         raise GknetError("-o OUT.safetensors needs a training checkpoint CKPT")
     if args.checkpoint and args.weights:
         raise GknetError("give either CKPT or --weights, not both")
-    onnx = Path(args.onnx) if args.onnx else None
+    onnx = Path(args.onnx) if args.onnx is not None else None
     if onnx is not None:
         if onnx.suffix.lower() != ".onnx":
             raise GknetError(f"--onnx output must end in .onnx, got {onnx}")
+        if onnx.is_dir():
+            raise GknetError(f"--onnx output is a directory: {onnx}")
         if onnx.exists() and not args.overwrite:
             raise GknetError(f"output exists: {onnx} (pass --overwrite to replace it)")
-    if args.output:
+        check_writable(onnx)
+    if args.output is not None:
         release = export_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite)
         print(f"wrote {release} and {release.with_suffix('.json')}")
     if onnx is not None:
         from gknet.onnx_backend import export_onnx
 
-        print(f"wrote {export_onnx(_onnx_source(args).cpu(), onnx)}")
+        model, settings, name = _onnx_source(args)
+        remove_stale_temporaries(onnx.parent, [onnx.name])
+        print(f"wrote {export_onnx(model.cpu(), onnx, settings, name)}")
     return 0

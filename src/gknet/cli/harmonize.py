@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from collections import Counter
 from pathlib import Path
+
+from gknet.cli._args import integer
+from gknet.config import MIN_RESOLUTION
 
 PROG = "gknet harmonize"
 COMPARE_SUFFIX = "_compare.jpg"
@@ -28,10 +32,19 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (folder in folder mode)")
     p.add_argument("--composites", metavar="DIR", help="folder mode: folder of composites")
     p.add_argument("--masks", metavar="DIR", help="folder mode: folder of masks, paired by file stem")
-    p.add_argument("--weights", default="default", metavar="PATH", help="release .safetensors or 'default'")
+    p.add_argument(
+        "--weights",
+        default="default",
+        metavar="NAME|PATH",
+        help="shipped weights (default: gknet_small), a release .safetensors file or an .onnx export "
+        "(runs with ONNX Runtime)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument(
-        "--resolution", type=int, default=256, help="size of the network pass in pixels (default: 256)"
+        "--resolution",
+        type=integer(MIN_RESOLUTION),
+        help="size of the network pass in pixels (default: the weights' setting; the largest depends on "
+        "the model's memory)",
     )
     p.add_argument(
         "--threshold",
@@ -48,10 +61,13 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (folder mode)")
     p.add_argument(
-        "--batch-size", type=int, default=8, help="folder mode: images per network pass (default: 8)"
+        "--batch-size", type=integer(1), default=8, help="folder mode: images per network pass (default: 8)"
     )
     p.add_argument(
-        "--workers", type=int, default=2, help="folder mode: threads reading and writing files (default: 2)"
+        "--workers",
+        type=integer(0),
+        default=2,
+        help="folder mode: threads reading and writing files (default: 2)",
     )
     p.add_argument(
         "--shard",
@@ -81,14 +97,20 @@ def _check_output(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
     check_output_path(out, overwrite)
 
 
+def _outputs(out: Path, args: argparse.Namespace) -> tuple[Path, ...]:
+    """The result file, and its comparison sheet with --compare."""
+    return (out, out.with_name(out.stem + COMPARE_SUFFIX)) if args.compare else (out,)
+
+
 def _load(job: tuple, harmonizer, args: argparse.Namespace) -> dict:
     """Check the outputs, read and convert one (composite, mask, out) job (a worker thread's part)."""
     from gknet.data.imageio import load_mask, load_rgb
 
     composite, mask, out = job
-    compare = out.with_name(out.stem + COMPARE_SUFFIX) if args.compare else None
-    for path in (out, compare) if compare else (out,):
+    outputs = _outputs(out, args)
+    for path in outputs:
         _check_output(path, (composite, mask), args.overwrite)
+    compare = outputs[1] if args.compare else None
     image, alpha = load_rgb(composite), load_mask(mask)
     tensors = harmonizer.to_tensors(image, alpha, threshold=args.threshold, resize_mask=args.resize_mask)
     return {"name": composite.name, "image": image, "alpha": alpha, "tensors": tensors, "compare": compare}
@@ -120,15 +142,16 @@ def _save(job: tuple, computed: tuple[dict, object], args: argparse.Namespace) -
 
 @contextlib.contextmanager
 def _warnings_as_lines():
-    """Show every warning (untrained model, empty mask) as one plain line, repeats included.
+    """Show every warning (e.g. an empty mask) as one plain line, repeats included.
 
-    Set once for the whole run: warnings.catch_warnings is process-wide, not per thread."""
+    Set once for the whole run: warnings.catch_warnings is process-wide, not per thread, so
+    folder mode names the file in the warning's text instead."""
     import warnings
 
     from tqdm import tqdm
 
     def show(message, *_args, **_kwargs):
-        tqdm.write(f"{PROG}: warning: {message}", file=sys.stderr)
+        tqdm.write(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -136,21 +159,42 @@ def _warnings_as_lines():
         yield
 
 
-def _harmonize_folder(harmonizer, args: argparse.Namespace, shard) -> int:
-    from tqdm import tqdm
-
+def _folder_jobs(args: argparse.Namespace, shard) -> tuple[list[tuple[Path, Path, Path]], list[tuple]]:
+    """((composite, mask, output) jobs, unmatched files) of folder mode, this shard's, checked
+    before any work: the output folder can be written and no two outputs share a name
+    (``a_compare.jpg`` is also ``a.jpg``'s sheet). The first shard reports the unmatched files."""
+    from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.data.folders import match_by_stem
     from gknet.errors import GknetError
-    from gknet.pipeline import run_batched
 
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise GknetError(f"output folder is a file: {outdir}")
     pairs = match_by_stem(args.composites, args.masks)
     jobs = [(c, m, outdir / f"{stem}{c.suffix.lower()}") for stem, (c, m) in pairs.matched.items()]
+    names = Counter(path.name for _, _, out in jobs for path in _outputs(out, args))
+    clash = [name for name, count in names.items() if count > 1]
+    if clash:  # checked over all shards' outputs: every shard refuses alike
+        raise GknetError(
+            f"two outputs would be named {outdir / clash[0]} (a composite named like another's "
+            f"{COMPARE_SUFFIX} sheet): rename it or drop --compare"
+        )
     unmatched = pairs.unmatched
-    if shard is not None:  # a deterministic slice; the first shard reports the unmatched files
+    if shard is not None:  # a deterministic slice
         jobs, unmatched = shard.select(jobs), unmatched if shard.index == 1 else []
+    if jobs:
+        check_writable(jobs[0][2])
+    # left by a killed run; only this shard's, the other shards may be writing theirs now
+    remove_stale_temporaries(outdir, [path.name for _, _, out in jobs for path in _outputs(out, args)])
+    return jobs, unmatched
+
+
+def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Namespace, shard) -> int:
+    from tqdm import tqdm
+
+    from gknet.pipeline import run_batched
+
+    outdir = Path(args.output)
     failed = [f"{path}: {message}" for path, message in unmatched]
     for line in failed:
         print(f"{PROG}: skipped {line}", file=sys.stderr)
@@ -178,10 +222,10 @@ def _harmonize_folder(harmonizer, args: argparse.Namespace, shard) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gknet.device import resolve_device
     from gknet.errors import GknetError
-    from gknet.evaluate import resolve_device
     from gknet.harmonizer import Harmonizer
-    from gknet.shard import rank_device, resolve_shard
+    from gknet.shard import local_rank, resolve_shard
 
     folder_mode = args.composites is not None or args.masks is not None
     if folder_mode and (args.composite or args.mask):
@@ -192,22 +236,25 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
-    if args.batch_size < 1 or args.workers < 0:
-        given = f"{args.batch_size} and {args.workers}"
-        raise GknetError(f"need --batch-size >= 1 and --workers >= 0, got {given}")
     shard = resolve_shard(args.shard)
     if shard is not None and not folder_mode:
         raise GknetError("--shard (or torchrun with several processes) needs --composites DIR --masks DIR")
-    device = rank_device(resolve_device(args.device))
-    with _warnings_as_lines():
-        if args.weights == "default":
-            harmonizer = Harmonizer.from_pretrained(args.resolution, device)
-        else:
-            harmonizer = Harmonizer.from_file(args.weights, args.resolution, device)
-        if folder_mode:
-            return _harmonize_folder(harmonizer, args, shard)
+    # Every output location is checked before the model is loaded and any image decoded.
+    if folder_mode:
+        jobs, unmatched = _folder_jobs(args, shard)
+    else:
+        from gknet.atomic import remove_stale_temporaries
+
         job = (Path(args.composite), Path(args.mask), Path(args.output))
+        for path in _outputs(job[2], args):
+            _check_output(path, job[:2], args.overwrite)
+            remove_stale_temporaries(path.parent, [path.name])
+    device = resolve_device(args.device, local_rank())  # under torchrun: this process's GPU
+    with _warnings_as_lines():
+        harmonizer = Harmonizer.from_pretrained(args.weights, resolution=args.resolution, device=device)
+        if folder_mode:
+            return _harmonize_folder(harmonizer, jobs, unmatched, args, shard)
         _save(job, _compute(harmonizer, [_load(job, harmonizer, args)], folder_mode=False)[0], args)
-        out = job[2]
+    out = job[2]
     print(f"wrote {out}" + (f" and {out.with_name(out.stem + COMPARE_SUFFIX)}" if args.compare else ""))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gknet.cli._args import number
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,7 +15,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("log", metavar="LOG", help="a run's log.jsonl")
     p.add_argument("-o", "--output", required=True, metavar="PNG", help="output image (.png, .pdf, .svg)")
-    p.add_argument("--smooth", type=float, default=0.9, help="EMA factor for the loss curve (default: 0.9)")
+    p.add_argument(
+        "--smooth",
+        type=number(0, 1, high_open=True),
+        default=0.9,
+        help="EMA factor for the loss curve (default: 0.9)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=run)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import sys
-import warnings
 from pathlib import Path
 
-DEFAULT_STUDY_DIR = Path("..") / "shared" / "data" / "lalonde_composites"
+from gknet.cli._args import integer, number
 
 
 def register(subparsers) -> None:
@@ -21,18 +20,29 @@ def register(subparsers) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
-    p.add_argument("--port", type=int, default=7860, help="default: 7860")
+    p.add_argument("--port", type=integer(1, 65535), default=7860, help="default: 7860")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (repeatable; '*' answers any). By default only "
+        "localhost, 127.0.0.1, ::1 and the --host address are answered (no DNS rebinding)",
+    )
     p.add_argument(
         "--db", default="studio.sqlite", help="SQLite file of the study votes (default: studio.sqlite)"
     )
     p.add_argument(
-        "--weights", default="default", help="release .safetensors file, or 'default' (shipped weights)"
+        "--weights",
+        default="default",
+        metavar="NAME|PATH",
+        help="shipped weights (default: gknet_small) or a release .safetensors file",
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--study-dir",
-        default=str(DEFAULT_STUDY_DIR),
-        help=f"folder with composites/ and masks/ for the study (default: {DEFAULT_STUDY_DIR})",
+        metavar="DIR",
+        help="folder with composites/ and masks/ for the study (without it the study page is disabled)",
     )
     p.add_argument(
         "--methods",
@@ -40,8 +50,15 @@ def register(subparsers) -> None:
         help="built-in methods in the study, comma separated (default: composite,reinhard,gknet); "
         "folders registered with 'gknet study add' are always included",
     )
-    p.add_argument("--max-upload-mb", type=float, default=25.0, help="upload limit per request (default: 25)")
-    p.add_argument("--max-pixels", type=int, default=50_000_000, help="pixel limit per image (default: 50e6)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=number(0, low_open=True),
+        default=25.0,
+        help="upload limit per request (default: 25)",
+    )
+    p.add_argument(
+        "--max-pixels", type=integer(1), default=50_000_000, help="pixel limit per image (default: 50e6)"
+    )
     p.set_defaults(func=run)
 
 
@@ -58,28 +75,26 @@ def run(args) -> int:
     try:
         import uvicorn
 
-        from gknet.studio.server import create_app
+        from gknet.studio.server import allowed_hosts, create_app
     except ImportError as exc:
         raise GknetError(
             f"the studio needs extra packages ({exc.name}): pip install 'gknet[studio]'"
         ) from None
     from gknet import Harmonizer
     from gknet.checkpoint import weights_path
+    from gknet.studio.db import StudyDB
+
+    StudyDB(args.db)  # refuse another program's database before the model is loaded
+    hosts = allowed_hosts(args.host, args.allow_host)
 
     weights = weights_path(args.weights)
-    with warnings.catch_warnings(record=True) as caught:  # e.g. untrained default weights
-        warnings.simplefilter("always")
-        if args.weights == "default":
-            harmonizer = Harmonizer.from_pretrained(device=args.device)
-        else:
-            harmonizer = Harmonizer.from_file(weights, device=args.device)
-    model_warning = " ".join(str(w.message) for w in caught) or None
-    if model_warning:
-        print(f"gknet studio: warning: {model_warning}", file=sys.stderr)
+    harmonizer = Harmonizer.from_pretrained(weights, device=args.device)
     # Cached study results are keyed by the weights' content, so new weights never reuse old results.
-    model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "untrained"
-    study_dir = Path(args.study_dir)
-    if not study_dir.is_dir():
+    model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    study_dir = Path(args.study_dir) if args.study_dir else None
+    if study_dir is None:
+        print("gknet studio: no --study-dir given; the study page is disabled", file=sys.stderr)
+    elif not study_dir.is_dir():
         print(f"gknet studio: no study images at {study_dir}; the study page is disabled", file=sys.stderr)
         study_dir = None
     app = create_app(
@@ -88,13 +103,14 @@ def run(args) -> int:
         study_dir=study_dir,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         model_tag=model_tag,
-        model_warning=model_warning,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
+        hosts=hosts,
     )
     if not _is_loopback(args.host):
         print(
-            f"gknet studio: warning: listening on {args.host}: other machines can reach the studio",
+            f"gknet studio: warning: listening on {args.host}: other machines can reach the studio; "
+            f"it answers requests for {', '.join(hosts)} (add names with --allow-host)",
             file=sys.stderr,
         )
     print(f"gknet studio: http://{args.host}:{args.port}/  (votes in {args.db}; Ctrl+C to stop)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gknet.cli._args import integer, number
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
     add.add_argument("method", metavar="METHOD", help="method name shown in the scores, e.g. dovenet")
     add.add_argument("dir", metavar="DIR", help="folder of result images")
     add.add_argument("--db", default="studio.sqlite", help="study database (default: studio.sqlite)")
-    add.set_defaults(func=run_add)
+    add.set_defaults(func=run_add, command="study add")  # errors read "gknet study add: ..."
 
     scores = sub.add_parser(
         "scores",
@@ -28,24 +30,24 @@ def register(subparsers) -> None:
     )
     scores.add_argument("--db", default="studio.sqlite", help="study database (default: studio.sqlite)")
     scores.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000; 0: none)"
+        "--bootstrap", type=integer(0), default=1000, help="bootstrap resamples (default: 1000; 0: none)"
     )
-    scores.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
-    scores.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    scores.add_argument(
+        "--confidence",
+        type=number(0, 1, low_open=True, high_open=True),
+        default=0.95,
+        help="interval level (default: 0.95)",
+    )
+    scores.add_argument("--seed", type=integer(0), default=0, help="bootstrap seed (default: 0)")
     scores.add_argument("--plot", metavar="PNG", help="also write a bar chart of the scores to this file")
     scores.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
-    scores.set_defaults(func=run_scores)
+    scores.set_defaults(func=run_scores, command="study scores")
 
 
 def _open_db(path: str):
-    from pathlib import Path
-
-    from gknet.errors import GknetError
     from gknet.studio.db import StudyDB
 
-    if not Path(path).is_file():
-        raise GknetError(f"study database not found: {path}")
-    return StudyDB(path)
+    return StudyDB(path, readonly=True)  # a report: the file is never written
 
 
 def run_add(args) -> int:
@@ -65,9 +67,15 @@ def run_add(args) -> int:
 
 
 def run_scores(args) -> int:
-    from gknet.data.imageio import save_image_atomic
+    from pathlib import Path
+
+    from gknet.atomic import remove_stale_temporaries
+    from gknet.data.imageio import check_output_path, save_image_atomic
     from gknet.studio.bradley_terry import format_table, plot_scores, score_table
 
+    if args.plot:
+        check_output_path(args.plot, args.overwrite)  # before the bootstrap
+        remove_stale_temporaries(Path(args.plot).parent, [Path(args.plot).name])  # of a killed run
     votes = _open_db(args.db).votes()
     if not votes:
         print(f"no votes in {args.db} yet")

@@ -17,8 +17,12 @@ from gknet.errors import GknetError
 def _images_by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise GknetError(f"not a directory: {folder}")
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise GknetError(f"cannot read folder {folder}: {exc.strerror or exc}") from None
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
+    for path in entries:
         if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
         if path.stem in found:

@@ -7,7 +7,8 @@
     ROOT/<Subset>/real_images/a.jpg            the real photo (ground truth)
     ROOT/<Subset>_train.txt, <Subset>_test.txt one composite file name per line
 
-Subsets: HCOCO, HAdobe5k, HFlickr, Hday2night.
+Subsets: HCOCO, HAdobe5k, HFlickr, Hday2night, and any other folder laid out the same way
+with its ``<Name>_<split>.txt`` list (for example ``RainNet_examples``).
 """
 
 from __future__ import annotations
@@ -51,19 +52,30 @@ def _find(folder: Path, stem: str, preferred: str) -> Path:
     return path
 
 
-def canonical_subset(name: str) -> str:
-    """Case-insensitive subset name -> its canonical spelling (GknetError if unknown)."""
-    for subset in SUBSETS:
-        if subset.lower() == name.lower():
-            return subset
-    raise GknetError(f"unknown iHarmony4 subset {name!r}; valid: {', '.join(SUBSETS)}")
+def canonical_subset(name: str, known: list[str]) -> str:
+    """Case-insensitive subset name -> its spelling among ``known`` (unknown names unchanged)."""
+    return next((subset for subset in known if subset.lower() == name.lower()), name)
+
+
+def listed_subsets(root: Path, split: str) -> list[str]:
+    """Subsets under ``root`` with a ``<Name>_<split>.txt`` list: iHarmony4's four first, then the rest.
+
+    Another name counts only with its ``<Name>/composite_images/`` folder, so iHarmony4's
+    combined ``IHD_<split>.txt`` list is not taken for a subset.
+    """
+    suffix = f"_{split}.txt"
+    found = sorted(p.name[: -len(suffix)] for p in root.glob(f"?*{suffix}") if p.is_file())
+    others = [s for s in found if s not in SUBSETS and (root / s / "composite_images").is_dir()]
+    return [s for s in SUBSETS if s in found] + others
 
 
 def _read_list(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is dropped
     except OSError as exc:
         raise GknetError(f"cannot read split list {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GknetError(f"split list {path} is not UTF-8 text (byte {exc.start})") from None
     # Lines are file names; tolerate "Subset/composite_images/name.jpg" forms.
     return [Path(line.strip().replace("\\", "/")).name for line in lines if line.strip()]
 
@@ -71,8 +83,9 @@ def _read_list(path: Path) -> list[str]:
 class IHarmony4(SampleDataset):
     """Samples of the given subsets and split, in the order of the split lists.
 
-    ``subsets=None`` takes every subset whose ``<Subset>_<split>.txt`` exists under root;
-    an explicitly requested subset without its list is an error.
+    ``subsets=None`` takes every subset whose ``<Subset>_<split>.txt`` exists under root, and
+    reports each subset folder (one holding ``composite_images/``) without that list in
+    ``problems``; an explicitly requested subset without its list is an error.
     """
 
     def __init__(
@@ -83,21 +96,28 @@ class IHarmony4(SampleDataset):
             raise GknetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if not root.is_dir():
             raise GknetError(f"iHarmony4 root is not a directory: {root}")
+        listed = listed_subsets(root, split)
+        problems = []
         if subsets is None:
-            chosen = [s for s in SUBSETS if (root / f"{s}_{split}.txt").is_file()]
+            chosen = listed
             if not chosen:
                 raise GknetError(
                     f"no iHarmony4 split lists under {root} (expected e.g. {root / f'HCOCO_{split}.txt'})"
                 )
+            for folder in sorted(p for p in root.iterdir() if (p / "composite_images").is_dir()):
+                if folder.name not in chosen:
+                    message = f"subset folder without a {folder.name}_{split}.txt list: not evaluated"
+                    problems.append((folder, message))
         else:
-            chosen = list(dict.fromkeys(canonical_subset(s) for s in subsets))
+            known = listed + [s for s in SUBSETS if s not in listed]
+            chosen = list(dict.fromkeys(canonical_subset(s, known) for s in subsets))
             missing = [
                 str(root / f"{s}_{split}.txt") for s in chosen if not (root / f"{s}_{split}.txt").is_file()
             ]
             if missing:
                 raise GknetError(f"missing iHarmony4 split list: {', '.join(missing)}")
         self.root, self.split = root, split
-        super().__init__([])
+        super().__init__([], problems)
         for subset in chosen:
             self._add_subset(subset)
 

@@ -1,296 +1,57 @@
-"""Realistic synthetic composites: a real photo is the target, its object re-lit or re-graded is the input.
+"""Synthetic composites made on the fly from real photos + object masks.
 
-iHarmony4 builds its composites by changing a real object's appearance: colour transfer from
-other photos and LUTs (HCOCO, HFlickr), the same photo retouched by another expert (HAdobe5k),
-the same scene at another time of day (Hday2night). ``perturb_foreground`` imitates those edits
-with a few families of smooth, plausible changes, 1-3 of them per sample with random strengths:
-
-- white_balance: colour temperature / tint gains in (approximately) linear light.
-- exposure_gamma: exposure in stops, then a gamma.
-- saturation_contrast: saturation around luma, contrast around the object's mean luma.
-- tone_curve: smooth monotone master + per-channel curves (Bernstein polynomials).
-- color_transfer: Lab mean/std transfer towards a reference photo (or random statistics).
-- day_night: darker, bluer, desaturated, more contrast (optionally lit bright spots) or dusk.
-- light_gradient: a smooth low-frequency gain (light falloff / soft shadow) across the object.
-
-The composite equals the target exactly outside the (binary) mask.
+Each item is one photo edited twice by :func:`gknet.data.perturbations.make_composite`: the
+target is the photo, or the photo re-graded / re-lit as a whole (B); the composite is the
+target with the object replaced by an independent edit of it (A), often a colour transfer from
+another photo's object or a real illumination change. Outside the (binary) mask the composite
+equals the target exactly. This module holds the dataset, the preview grid, the difficulty
+statistics and the export; the edits themselves live in :mod:`gknet.data.perturbations`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from gknet.color import lab_to_rgb, rgb_to_lab
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
-from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_tensor_image
+from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
+from gknet.data.perturbations import (
+    FAMILIES,
+    FAMILY_WEIGHTS,
+    MODE_PROBS,
+    SCENE_FAMILIES,
+    IlluminationMaps,
+    make_composite,
+)
+from gknet.data.split import is_validation, unit_hash
 from gknet.errors import GknetError
 
-FAMILIES = (
-    "white_balance",
-    "exposure_gamma",
-    "saturation_contrast",
-    "tone_curve",
-    "color_transfer",
-    "day_night",
-    "light_gradient",
-)
-# Relative frequencies when families are drawn at random (colour grading dominates iHarmony4).
-FAMILY_WEIGHTS = {
-    "white_balance": 1.0,
-    "exposure_gamma": 1.0,
-    "saturation_contrast": 0.8,
-    "tone_curve": 1.0,
-    "color_transfer": 1.2,
-    "day_night": 0.5,
-    "light_gradient": 0.6,
-}
-FAMILY_COUNT_PROBS = (0.45, 0.4, 0.15)  # 1, 2 or 3 families per sample
-MILD_FRACTION = 0.15  # samples whose strengths are scaled down: near-harmonious inputs exist too
-MILD_SCALE = 0.3
-STRENGTH_RANGE = (0.35, 1.0)
-
-_GAMMA = 2.2  # sRGB <-> linear approximation; exact transfer curves are not needed for plausible edits
-_LUMA = (0.2126, 0.7152, 0.0722)
-_CURVE_DEGREE = 5
-_LUT_SIZE = 1024
-_LUT_GRID = np.linspace(0.0, 1.0, _LUT_SIZE)
+# Beside the photos in ../shared/data: the ccHarmony maps of the ``illuminant`` family.
+DEFAULT_ILLUMINATION_MAPS = Path("..") / "illumination_maps" / "ccharmony_polynomial_maps.npz"
 
 
-# ----------------------------------------------------------------------------------------------------
-# Elementary edits on foreground pixels [3, N] in [0, 1] (only the object is computed: fast).
+@functools.lru_cache(maxsize=4)
+def load_illumination_maps(path: str) -> IlluminationMaps:
+    """The maps at ``path``, read once per process."""
+    return IlluminationMaps(path)
 
 
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    return (x * torch.tensor(_LUMA, dtype=x.dtype).view(3, 1)).sum(0, keepdim=True)
-
-
-def _gain_linear(x: torch.Tensor, log2_gain: torch.Tensor | float) -> torch.Tensor:
-    """Multiply linear light by 2**log2_gain (a scalar, [3, 1] or [3, N])."""
-    return (x.pow(_GAMMA) * torch.exp2(torch.as_tensor(log2_gain, dtype=x.dtype))).clamp(0, 1).pow(1 / _GAMMA)
-
-
-def _wb_log2_gains(temperature: float, tint: float) -> torch.Tensor:
-    """Per-channel log2 gains [3, 1] for a warm(+)/cool(-) temperature and magenta(+)/green(-) tint.
-
-    Normalised so that a neutral grey keeps its luminance: white balance changes colour, not exposure.
-    """
-    log2 = np.array([temperature / 2 + tint / 4, -tint / 2, -temperature / 2 + tint / 4])
-    log2 -= np.log2(np.dot(_LUMA, np.exp2(log2)))
-    return torch.tensor(log2, dtype=torch.float32).view(3, 1)
-
-
-def _saturate(x: torch.Tensor, factor: float) -> torch.Tensor:
-    y = _luma(x)
-    return (y + factor * (x - y)).clamp(0, 1)
-
-
-def _contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
-    mean = _luma(x).mean()
-    return (mean + factor * (x - mean)).clamp(0, 1)
-
-
-def _bernstein_curve(coeffs: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Bernstein polynomial with the given coefficients: monotone when the coefficients are."""
-    n = len(coeffs) - 1
-    k = np.arange(n + 1)
-    binom = np.array([math.comb(n, i) for i in k])
-    basis = binom * grid[:, None] ** k * (1 - grid[:, None]) ** (n - k)
-    return basis @ coeffs
-
-
-def _random_curve(rng: np.random.Generator, spread: float, black: float, white: float) -> np.ndarray:
-    """Monotone smooth curve from ``black`` to ``white`` on the LUT grid: random Bernstein steps."""
-    steps = np.exp(rng.normal(0.0, spread, _CURVE_DEGREE))
-    coeffs = np.concatenate([[0.0], np.cumsum(steps) / steps.sum()])
-    return black + (white - black) * _bernstein_curve(coeffs, _LUT_GRID)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Families: each draws its parameters from ``rng`` (scaled by strength ``s``) and returns
-# (pixels, params). ``pos`` [2, N] holds the pixels' (row, column) for spatially varying edits.
-
-Family = Callable[
-    [torch.Tensor, torch.Tensor, np.random.Generator, float, "torch.Tensor | None"],
-    tuple[torch.Tensor, dict],
-]
-
-
-def _signed(rng: np.random.Generator, low: tuple[float, float], high: tuple[float, float]) -> float:
-    """-U(*low) or +U(*high) with equal odds: a clear change in either direction, never ~0."""
-    return float(-rng.uniform(*low) if rng.random() < 0.5 else rng.uniform(*high))
-
-
-def _white_balance(x, pos, rng, s, reference):
-    temperature = _signed(rng, (0.3, 1.4), (0.3, 1.4)) * s
-    tint = float(rng.uniform(-0.5, 0.5) * s)
-    return _gain_linear(x, _wb_log2_gains(temperature, tint)), {"temperature": temperature, "tint": tint}
-
-
-def _exposure_gamma(x, pos, rng, s, reference):
-    stops = _signed(rng, (0.3, 1.6), (0.3, 1.0)) * s
-    gamma = float(np.exp(_signed(rng, (0.1, 0.4), (0.1, 0.4)) * s))
-    return _gain_linear(x, stops).pow(gamma), {"stops": stops, "gamma": gamma}
-
-
-def _saturation_contrast(x, pos, rng, s, reference):
-    saturation = float(np.exp(_signed(rng, (0.25, 0.9), (0.2, 0.5)) * s))
-    contrast = float(np.exp(_signed(rng, (0.15, 0.5), (0.15, 0.4)) * s))
-    return _contrast(_saturate(x, saturation), contrast), {"saturation": saturation, "contrast": contrast}
-
-
-def _tone_curve(x, pos, rng, s, reference):
-    master = _random_curve(rng, 0.9 * s, rng.uniform(0, 0.06) * s, 1 - rng.uniform(0, 0.1) * s)
-    luts = []
-    for _ in range(3):
-        channel = _random_curve(rng, 0.45 * s, rng.uniform(0, 0.04) * s, 1 - rng.uniform(0, 0.06) * s)
-        luts.append(np.interp(master, _LUT_GRID, channel))
-    lut = torch.from_numpy(np.stack(luts).astype(np.float32))
-    idx = (x.clamp(0, 1) * (_LUT_SIZE - 1)).round().long()
-    return torch.gather(lut, 1, idx), {"mid_gray": lut[:, _LUT_SIZE // 2].tolist()}
-
-
-def _lab_stats(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lab pixels [3, N] of any [3, ...] RGB tensor, with their per-channel mean and std [3, 1]."""
-    lab = rgb_to_lab(rgb.reshape(3, 1, -1)).reshape(3, -1)
-    return lab, lab.mean(1, keepdim=True), lab.std(1, keepdim=True).clamp_min(1e-3)
-
-
-def _color_transfer(x, pos, rng, s, reference):
-    lab, mean, std = _lab_stats(x)
-    if reference is not None:
-        _, ref_mean, ref_std = _lab_stats(reference.to(x.dtype))
-    else:
-        ref_mean = mean + torch.tensor(rng.normal(0, 1, (3, 1)) * [[12.0], [9.0], [9.0]], dtype=x.dtype)
-        ref_std = std * torch.tensor(np.exp(rng.normal(0, 0.3, (3, 1))), dtype=x.dtype)
-    # Extreme std ratios (a flat sky onto a textured object) give noise-like artefacts, not a colour grade.
-    ratio = (ref_std / std).clamp(0.5, 2.0)
-    alpha = float(rng.uniform(0.6, 1.0) * s)
-    moved = (lab - mean) * ratio + ref_mean
-    out = lab_to_rgb((lab + alpha * (moved - lab)).view(3, 1, -1)).view_as(x)
-    shift = (ref_mean - mean).flatten().tolist()
-    return out, {"alpha": alpha, "lab_shift": shift, "reference": reference is not None}
-
-
-def _day_night(x, pos, rng, s, reference):
-    original = x
-    s = 0.5 + 0.5 * s  # a time-of-day change is never subtle
-    if rng.random() < 0.6:
-        mode, stops = "night", -rng.uniform(1.5, 3.0) * s
-        temperature, tint = -rng.uniform(0.4, 0.9) * s, rng.uniform(-0.1, 0.15) * s
-        saturation, contrast = 1 - rng.uniform(0.3, 0.7) * s, 1 + rng.uniform(0.1, 0.4) * s
-    else:
-        mode, stops = "dusk", -rng.uniform(0.4, 1.4) * s
-        temperature, tint = rng.uniform(0.4, 0.9) * s, rng.uniform(0.0, 0.3) * s
-        saturation, contrast = 1 + rng.uniform(-0.2, 0.25) * s, 1 + rng.uniform(0.0, 0.3) * s
-    x = _gain_linear(x, _wb_log2_gains(temperature, tint) + stops)
-    x = _contrast(_saturate(x, saturation), contrast)
-    params = {"mode": mode, "stops": float(stops), "temperature": float(temperature), "lights": False}
-    if mode == "night" and rng.random() < 0.5:
-        # Lit windows / lamps: the brightest parts of the object stay bright and turn warm.
-        y = _luma(original)
-        threshold = torch.quantile(y, 1 - rng.uniform(0.03, 0.12)).item()
-        weight = ((y - threshold) / max(1 - threshold, 1e-3)).clamp(0, 1)
-        weight = weight * weight * (3 - 2 * weight)  # smoothstep: no hard edge around the lights
-        warm = _gain_linear(original, _wb_log2_gains(1.2, 0.1) + 0.3)
-        x = x + weight * (warm - x)
-        params["lights"] = True
-    return x, params
-
-
-def _light_gradient(x, pos, rng, s, reference):
-    lo = pos.min(1, keepdim=True).values
-    extent = pos.max(1, keepdim=True).values - lo
-    v, u = ((pos - lo) / extent.clamp_min(1) * 2 - 1).float()  # [-1, 1] over the object's bounding box
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp_stops = rng.uniform(1.0, 2.5) * s
-    field = ramp_stops / 2 * (np.cos(angle) * u + np.sin(angle) * v)
-    # Soft blobs: a 3x3 grid of random gains, bicubically interpolated over the bounding box.
-    blob_stops = rng.uniform(0.3, 0.8) * s
-    blobs = torch.tensor(rng.normal(0, blob_stops, (1, 1, 3, 3)), dtype=torch.float32)
-    size = (int(extent[0]) + 1, int(extent[1]) + 1)
-    box = F.interpolate(blobs, size=size, mode="bicubic", align_corners=True)[0, 0]
-    field = field + box[pos[0] - lo[0], pos[1] - lo[1]]
-    field = field - field.mean()  # redistributes light; exposure_gamma handles global brightness
-    # Sunlit parts are warmer and shadowed parts bluer (lit by the sky).
-    warmth = rng.uniform(0.0, 0.3)
-    log2 = field * torch.tensor([[1 + warmth], [1.0], [1 - warmth]])
-    params = {"ramp_stops": float(ramp_stops), "blob_stops": float(blob_stops), "warmth": float(warmth)}
-    return _gain_linear(x, log2), params
-
-
-_FAMILY_FUNCS: dict[str, Family] = {
-    "white_balance": _white_balance,
-    "exposure_gamma": _exposure_gamma,
-    "saturation_contrast": _saturation_contrast,
-    "tone_curve": _tone_curve,
-    "color_transfer": _color_transfer,
-    "day_night": _day_night,
-    "light_gradient": _light_gradient,
-}
-
-
-def sample_families(rng: np.random.Generator) -> list[str]:
-    """1-3 distinct families drawn by FAMILY_WEIGHTS, in FAMILIES order."""
-    count = int(rng.choice(len(FAMILY_COUNT_PROBS), p=FAMILY_COUNT_PROBS)) + 1
-    weights = np.array([FAMILY_WEIGHTS[f] for f in FAMILIES])
-    chosen = rng.choice(len(FAMILIES), size=count, replace=False, p=weights / weights.sum())
-    return [FAMILIES[i] for i in sorted(chosen)]
-
-
-def perturb_foreground(
-    image: torch.Tensor,
-    mask: torch.Tensor,
-    rng: np.random.Generator,
-    reference: torch.Tensor | None = None,
-    families: Sequence[str] | None = None,
-) -> tuple[torch.Tensor, dict]:
-    """Change the appearance of the object in ``image`` [3, H, W] (in [0, 1]) where ``mask`` > 0.5.
-
-    ``reference`` [3, h, w]: pixels whose Lab statistics ``color_transfer`` moves towards (another
-    photo, or its foreground pixels as a [3, 1, N] strip); random statistics are used without one.
-    ``families``: force these families (applied in FAMILIES order, full strength range); by
-    default 1-3 are drawn and a fraction of samples is mild. Returns the composite (the input,
-    bit for bit, outside the mask) and an info dict with the families, strengths and parameters.
-    """
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
-    if mask.shape != (1, *image.shape[1:]):
-        raise ValueError(f"mask must be [1, {image.shape[1]}, {image.shape[2]}], got {tuple(mask.shape)}")
-    mild = False
-    if families is None:
-        families = sample_families(rng)
-        mild = bool(rng.random() < MILD_FRACTION)
-    unknown = sorted(set(families) - set(FAMILIES))
-    if unknown:
-        raise ValueError(f"unknown perturbation families {unknown}; choose from {list(FAMILIES)}")
-    fg = mask[0] > 0.5
-    info: dict = {"families": [], "strengths": {}, "params": {}, "mild": mild}
-    composite = image.clone(memory_format=torch.contiguous_format)
-    if not fg.any():
-        return composite, info
-    # Work on the object's pixels only (flat indices: much faster than boolean indexing).
-    flat = torch.nonzero(fg.flatten()).squeeze(1)
-    width = image.shape[2]
-    pos = torch.stack([flat // width, flat % width])
-    x = image.flatten(1).index_select(1, flat).float()
-    for name in FAMILIES:
-        if name not in families:
-            continue
-        strength = float(rng.uniform(*STRENGTH_RANGE)) * (MILD_SCALE if mild else 1.0)
-        x, params = _FAMILY_FUNCS[name](x, pos, rng, strength, reference)
-        info["families"].append(name)
-        info["strengths"][name] = strength
-        info["params"][name] = params
-    composite.view(3, -1).index_copy_(1, flat, x.clamp(0, 1).to(image.dtype))
-    return composite, info
+def resolve_illumination_maps(root: str | Path, maps: str | Path | bool) -> IlluminationMaps | None:
+    """``maps`` True: DEFAULT_ILLUMINATION_MAPS relative to the photos ``root`` when it exists
+    (else None: the family is left out); False: None; a path: that file (an error when missing)."""
+    if maps is False:
+        return None
+    if maps is True:
+        path = Path(root) / DEFAULT_ILLUMINATION_MAPS
+        return load_illumination_maps(str(path.resolve())) if path.is_file() else None
+    if not Path(maps).is_file():
+        raise GknetError(f"illumination maps not found: {maps}")
+    return load_illumination_maps(str(Path(maps).resolve()))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -298,17 +59,9 @@ def perturb_foreground(
 
 MIN_FG_IN_CROP = 0.01  # a crop must keep some object ...
 MAX_FG_IN_CROP = 0.95  # ... and some background to harmonize against
-_CROP_ATTEMPTS = 10
-
-
-def _unit_hash(text: str) -> float:
-    """Uniform number in [0, 1) from a string, identical on every machine and Python run."""
-    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big") / 2.0**64
-
-
-def is_validation(name: str, seed: int, val_fraction: float) -> bool:
-    """The fixed split: a photo is in validation when its seeded name hash is below ``val_fraction``."""
-    return _unit_hash(f"{seed}:{name}") < val_fraction
+REFERENCE_OBJECT_PROB = 0.8  # iHarmony4 transfers colour from another object; sometimes a whole frame
+CROP_CANDIDATES = 16
+TARGET_AREA = (0.015, 0.25)  # object share of the crop aimed at: median 6%, as in iHarmony4 (2-11%)
 
 
 def list_photos(root: str | Path) -> list[str]:
@@ -328,15 +81,17 @@ def list_photos(root: str | Path) -> list[str]:
 
 
 class SyntheticComposites(torch.utils.data.Dataset):
-    """Composites made on the fly from photos + object masks; the untouched photo is the target.
+    """Composites made on the fly from photos + object masks (see :func:`make_composite`).
 
     Train items depend only on (seed, epoch, index): call ``set_epoch`` every epoch for fresh
     crops and perturbations. Validation items depend only on (seed, name): always the same.
+    ``illumination_maps``: see :func:`resolve_illumination_maps`. ``mode_probs`` and
+    ``family_weights`` change the edit mix (e.g. {"object": 1} for object-only edits).
     """
 
     def __init__(
         self,
-        root: str | Path = "../shared/data/photos",
+        root: str | Path,
         split: str = "train",
         image_size: int = 256,
         val_fraction: float = 0.1,
@@ -344,6 +99,9 @@ class SyntheticComposites(torch.utils.data.Dataset):
         crop_scale: tuple[float, float] = (0.5, 1.0),
         hflip: bool = True,
         limit: int = 0,
+        illumination_maps: str | Path | bool = True,
+        mode_probs: dict[str, float] = MODE_PROBS,
+        family_weights: dict[str, float] = FAMILY_WEIGHTS,
     ) -> None:
         if split not in ("train", "val"):
             raise GknetError(f"split must be 'train' or 'val', got {split!r}")
@@ -362,6 +120,12 @@ class SyntheticComposites(torch.utils.data.Dataset):
         if not self.pool:
             raise GknetError(f"the {split} split of {self.root} is empty (val_fraction={val_fraction})")
         self.names = self.pool[:limit] if limit > 0 else self.pool
+        self.illuminants = resolve_illumination_maps(self.root, illumination_maps)
+        unknown = sorted(set(mode_probs) - set(MODE_PROBS)) + sorted(set(family_weights) - set(FAMILIES))
+        if unknown or sum(mode_probs.values()) <= 0 or sum(family_weights.values()) <= 0:
+            raise GknetError(f"bad edit mix: unknown {unknown} or no positive weight")
+        self.mode_probs, self.family_weights = dict(mode_probs), dict(family_weights)
+        self._small: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # reference photos, reduced
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -371,7 +135,7 @@ class SyntheticComposites(torch.utils.data.Dataset):
 
     def _rng(self, index: int) -> np.random.Generator:
         if self.split == "val":
-            return np.random.default_rng([self.seed, int(_unit_hash(self.names[index]) * 2**32)])
+            return np.random.default_rng([self.seed, int(unit_hash(self.names[index]) * 2**32)])
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def _image_path(self, name: str) -> Path:
@@ -388,38 +152,55 @@ class SyntheticComposites(torch.utils.data.Dataset):
         return image, mask
 
     def _crop(self, image, mask, rng):
-        """Random crop + flip that keeps part of the object and part of the background."""
-        fg = np.asarray(mask) > 127
+        """Random crop + flip that keeps part of the object and part of the background.
+
+        Of CROP_CANDIDATES boxes the one whose object share is nearest (in log) to a target drawn
+        log-uniformly from TARGET_AREA: the photos' objects are larger than iHarmony4's.
+        """
+        # Summed-area table: the object share of any box in O(1).
+        table = np.pad((np.asarray(mask) > 127).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         flip = bool(self.hflip and rng.random() < 0.5)
-        box = (0, 0, *image.size)
-        for _ in range(_CROP_ATTEMPTS):
+        target = np.exp(rng.uniform(*np.log(TARGET_AREA)))
+        box, best = (0, 0, *image.size), np.inf
+        for _ in range(CROP_CANDIDATES):
             candidate = sample_crop_box(*image.size, self.crop_scale, rng)
             left, top, right, bottom = candidate
-            if MIN_FG_IN_CROP <= fg[top:bottom, left:right].mean() <= MAX_FG_IN_CROP:
-                box = candidate
-                break
+            inside = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+            share = inside / ((right - left) * (bottom - top))
+            if MIN_FG_IN_CROP <= share <= MAX_FG_IN_CROP and abs(np.log(share / target)) < best:
+                box, best = candidate, abs(np.log(share / target))
         cropped = crop_flip_resize([image, mask], box, flip, self.image_size)
         if not 0 < (np.asarray(cropped[1]) > 127).mean() < 1:
             cropped = crop_flip_resize([image, mask], (0, 0, *image.size), flip, self.image_size)
         return cropped
 
     def _reference(self, name: str, rng: np.random.Generator) -> torch.Tensor:
-        """Another photo of the split (its object or the whole frame), small: only its statistics matter."""
+        """Another photo of the split (mostly its object, else the whole frame), small: only its
+        statistics matter."""
         other = self.pool[int(rng.integers(len(self.pool)))]
         if other == name:
             other = self.pool[(self.pool.index(other) + 1) % len(self.pool)]
-        image, mask = self._load(other)
-        factor = max(1, min(image.size) // 64)
-        image, mask = image.reduce(factor), mask.reduce(factor)
-        pixels = to_tensor_image(image)
-        if rng.random() < 0.5:
-            fg = to_tensor_image(mask)[0] > 0.5
-            if fg.sum() >= 16:
-                return pixels[:, fg].unsqueeze(1)
+        if other not in self._small:  # a few KB per photo: kept, a reference is drawn every sample
+            image, mask = self._load(other)
+            factor = max(1, min(image.size) // 64)
+            self._small[other] = (np.array(image.reduce(factor)), np.asarray(mask.reduce(factor)) > 127)
+        pixels, fg = self._small[other]
+        pixels = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+        if rng.random() < REFERENCE_OBJECT_PROB and fg.sum() >= 16:
+            return pixels[:, torch.from_numpy(fg)].unsqueeze(1)
         return pixels
 
-    def sample(self, index: int) -> tuple[dict, dict]:
-        """The item at ``index`` and the perturbation info (families, strengths, parameters)."""
+    def sample(
+        self,
+        index: int,
+        mode: str | None = None,
+        families: Sequence[str] | None = None,
+        scene_families: Sequence[str] | None = None,
+    ) -> tuple[dict, dict]:
+        """The item at ``index`` and the edit info (mode; families, strengths, parameters per edit).
+
+        ``mode``, ``families`` (A) and ``scene_families`` (B) force the edit, e.g. for a preview.
+        """
         name = self.names[index]
         rng = self._rng(index)
         image, mask = self._load(name)
@@ -427,11 +208,13 @@ class SyntheticComposites(torch.utils.data.Dataset):
             image, mask = self._crop(image, mask, rng)
         else:
             image, mask = resize_triplet([image, mask], self.image_size)
-        target = to_tensor_image(image)
+        photo = to_tensor_image(image)
         fg = (to_tensor_image(mask) > 0.5).float()
-        composite, info = perturb_foreground(target, fg, rng, reference=self._reference(name, rng))
-        # Real composites are 8-bit images.
-        composite = torch.where(fg > 0.5, (composite * 255).round() / 255, target)
+        reference = self._reference(name, rng)
+        composite, target, info = make_composite(
+            photo, fg, rng, reference, self.illuminants, mode, self.mode_probs, self.family_weights,
+            families, scene_families,
+        )
         return {"composite": composite, "mask": fg, "target": target, "name": name}, info
 
     def __getitem__(self, index: int) -> dict:
@@ -443,28 +226,55 @@ class SyntheticComposites(torch.utils.data.Dataset):
 
 
 def _tile(x: torch.Tensor) -> Image.Image:
-    arr = (x.clamp(0, 1) * 255).round().byte()
-    arr = arr.expand(3, -1, -1) if arr.shape[0] == 1 else arr
-    return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
+    return to_pil_image(x.expand(3, -1, -1) if x.shape[0] == 1 else x)
 
 
-def preview_grid(dataset: SyntheticComposites, indices: Sequence[int]) -> Image.Image:
-    """Rows composite | mask | target, one column per item, labelled with name and families."""
+def each_edit(dataset: SyntheticComposites) -> list[tuple[str, list[str] | None, list[str] | None]]:
+    """(mode, object families, scene families) showing every family once, then a random "both"."""
+    maps = dataset.illuminants is not None
+    edits = [("object", [f], None) for f in FAMILIES if f != "illuminant" or maps]
+    return edits + [("scene", None, [f]) for f in SCENE_FAMILIES] + [("both", None, None)]
+
+
+def preview_grid(
+    dataset: SyntheticComposites,
+    indices: Sequence[int],
+    edits: Sequence[tuple[str, list[str] | None, list[str] | None]] | None = None,
+) -> Image.Image:
+    """Rows composite | mask | target, one column per item, labelled with name, mode and families.
+
+    ``edits``: one column per (mode, object families, scene families), e.g. :func:`each_edit`,
+    on the photos ``indices`` in turn; by default the items' own random edits.
+    """
     size = dataset.image_size
+    columns = [(index, None, None, None) for index in indices]
+    if edits is not None:
+        columns = [(indices[i % len(indices)], *edit) for i, edit in enumerate(edits)]
     label_w, pad = 80, 2
-    grid = Image.new("RGB", (label_w + len(indices) * (size + pad), 3 * (size + pad)), "white")
+    grid = Image.new("RGB", (label_w + len(columns) * (size + pad), 3 * (size + pad)), "white")
     draw = ImageDraw.Draw(grid)
     for row, title in enumerate(("composite", "mask", "target")):
         draw.text((4, row * (size + pad) + size // 2), title, fill="black")
-    for col, index in enumerate(indices):
-        item, info = dataset.sample(index)
+    for col, (index, *edit) in enumerate(columns):
+        item, info = dataset.sample(index, *edit)
         x = label_w + col * (size + pad)
         for row, key in enumerate(("composite", "mask", "target")):
             grid.paste(_tile(item[key]), (x, row * (size + pad)))
-        lines = [item["name"]] + [f"{f} {info['strengths'][f]:.2f}" for f in info["families"]]
-        text = "\n".join(lines + (["(mild)"] if info["mild"] else []))
+        text = "\n".join([item["name"], *describe(info)])
         draw.multiline_text((x + 3, 3), text, fill="white", stroke_width=1, stroke_fill="black")
     return grid
+
+
+def describe(info: dict) -> list[str]:
+    """Label lines for an item's edit info: the mode, then each edit's families and strengths
+    (A: the object's edit, B: the scene's)."""
+    lines = [info["mode"]]
+    for tag, key in (("A", "object"), ("B", "scene")):
+        edit = info[key]
+        if edit is not None:
+            mild = " (mild)" if edit["mild"] else ""
+            lines += [f"{tag}: {f} {edit['strengths'][f]:.2f}{mild}" for f in edit["families"]]
+    return lines
 
 
 def spread_indices(length: int, count: int) -> list[int]:
@@ -472,25 +282,71 @@ def spread_indices(length: int, count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, length - 1, min(count, length))})
 
 
-def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dict[str, float]:
-    """Difficulty of the raw composites: mean MSE / fMSE / PSNR against the targets (0-255 scale)."""
+# iHarmony4 test composites (the real benchmark the generator imitates): median fMSE per subset;
+# 10-90% of its fMSE lie in roughly 250-5000 and the median object covers 2-11% of the frame.
+IHARMONY4_FMSE_MEDIAN = {"HCOCO": 738, "HAdobe5k": 1402, "HFlickr": 1091, "Hday2night": 893}
+IHARMONY4_FMSE_RANGE = (250, 5000)
+IHARMONY4_AREA_MEDIAN = (0.02, 0.11)
+STATS_PERCENTILES = (10, 50, 90)
+
+
+def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dict:
+    """Difficulty and make-up of the raw composites against their targets (0-255 scale).
+
+    Mean MSE / fMSE / PSNR, fMSE and object-area percentiles (STATS_PERCENTILES), and the share
+    of items per edit mode and per family (A: object edit, B: scene edit).
+    """
+    from collections import Counter
+
     from tqdm import tqdm
 
     from gknet.metrics import image_metrics
 
-    rows = []
+    rows, modes, families = [], Counter(), Counter()
     for index in tqdm(indices, desc="composites", unit="img", leave=False):
-        item = dataset[index]
+        item, info = dataset.sample(index)
         metrics = image_metrics(item["composite"][None] * 255, item["target"][None] * 255, item["mask"][None])
-        rows.append([metrics[k].item() for k in ("mse", "fmse", "psnr")])
-    mse, fmse, psnr = np.array(rows).T
+        rows.append([metrics[k].item() for k in ("mse", "fmse", "psnr")] + [item["mask"].mean().item()])
+        modes[info["mode"]] += 1
+        for tag, key in (("A", "object"), ("B", "scene")):
+            families.update(f"{tag}: {f}" for f in (info[key] or {"families": []})["families"])
+    mse, fmse, psnr, area = np.array(rows).T
+    count = len(rows)
+
+    def percentiles(values):
+        return dict(zip(STATS_PERCENTILES, np.percentile(values, STATS_PERCENTILES).tolist(), strict=True))
+
     return {
-        "count": len(rows),
+        "count": count,
         "mse": float(mse.mean()),
         "fmse": float(fmse.mean()),
         "fmse_median": float(np.median(fmse)),
         "psnr": float(psnr.mean()),
+        "fmse_percentiles": percentiles(fmse),
+        "area_percentiles": percentiles(area),
+        "modes": {m: modes[m] / count for m in sorted(modes)},
+        "families": {f: families[f] / count for f in sorted(families)},
     }
+
+
+def format_stats(stats: dict, label: str) -> str:
+    """``composite_stats`` as a few lines of text beside the iHarmony4 test figures."""
+    pct = "/".join(f"{p}" for p in STATS_PERCENTILES)
+    fmse = " / ".join(f"{v:.0f}" for v in stats["fmse_percentiles"].values())
+    area = " / ".join(f"{100 * v:.1f}%" for v in stats["area_percentiles"].values())
+    real = ", ".join(f"{k} {v}" for k, v in IHARMONY4_FMSE_MEDIAN.items())
+    families = ", ".join(f"{f} {100 * v:.0f}%" for f, v in stats["families"].items())
+    low, high = IHARMONY4_FMSE_RANGE
+    small, large = (round(100 * v) for v in IHARMONY4_AREA_MEDIAN)
+    lines = [
+        f"{label}: {stats['count']} composites: MSE {stats['mse']:.2f}  fMSE {stats['fmse']:.2f} "
+        f"(median {stats['fmse_median']:.2f})  PSNR {stats['psnr']:.2f} dB",
+        f"  fMSE p{pct}: {fmse}   iHarmony4 test: median {real}; p10-p90 about {low}-{high}",
+        f"  object area p{pct}: {area}   iHarmony4 test: median {small}-{large}%",
+        "  modes: " + ", ".join(f"{m} {100 * v:.0f}%" for m, v in stats["modes"].items()),
+        f"  families (share of items): {families}",
+    ]
+    return "\n".join(lines)
 
 
 def export_triplets(dataset: SyntheticComposites, out_dir: str | Path, overwrite: bool = False) -> int:
@@ -507,6 +363,5 @@ def export_triplets(dataset: SyntheticComposites, out_dir: str | Path, overwrite
     for index in tqdm(range(len(dataset)), desc="export", unit="img"):
         item = dataset[index]
         for folder, key in (("composites", "composite"), ("masks", "mask"), ("targets", "target")):
-            pixels = (item[key] * 255).round().byte().permute(1, 2, 0).squeeze(-1).numpy()
-            save_image_atomic(Image.fromarray(pixels), out_dir / folder / f"{item['name']}.png", overwrite)
+            save_image_atomic(to_pil_image(item[key]), out_dir / folder / f"{item['name']}.png", overwrite)
     return len(dataset)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gknet.config import ModelConfig, load_config
-from gknet.models.gknet import GKNet
+from gknet.config import ModelConfig, Normalization, load_config
+from gknet.models.gknet import GKNet, Intermediates
 
-__all__ = ["GKNet", "build_model", "model_from_config_file"]
+__all__ = ["GKNet", "Intermediates", "build_model", "model_from_config_file"]
 
 
-def build_model(cfg: ModelConfig) -> GKNet:
-    """GKNet (or, with ``use_kpb=False``, the plain U-Net baseline) for ``cfg``."""
-    return GKNet(cfg)
+def build_model(cfg: ModelConfig, normalization: Normalization | None = None) -> GKNet:
+    """GKNet (or, with ``use_kpb=False``, the plain U-Net baseline) for ``cfg``.
+
+    ``normalization``: the input statistics (default: ImageNet's, as in training).
+    """
+    return GKNet(cfg, normalization)
 
 
 def model_from_config_file(path: str | Path) -> GKNet:

@@ -2,33 +2,75 @@
 
 Levels are counted as in the paper: KPB / kernel level 1 is the deepest. With
 ``use_kpb=False`` the model is the plain U-Net baseline of the ablation (Table 4).
+``forward`` returns the harmonized image; ``trace`` runs the same pass and also returns
+the :class:`Intermediates` that the explanation tools draw.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gknet.config import ModelConfig
+from gknet.config import ModelConfig, Normalization
 from gknet.models.kpb import KPBlock
 from gknet.models.lre import LRE
+from gknet.models.s2am import SpatialSeparatedAttention
 from gknet.models.unet import Encoder, UpBlock
 from gknet.ops import kernel_modulation
 
-# ImageNet statistics: inputs are normalised inside the model, callers pass [0, 1] images.
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
+
+@dataclass
+class LevelKernels:
+    """K^l of one modulated decoder level: [B, C, N*N, h, w]; one cell spans ``stride`` input pixels."""
+
+    kernels: torch.Tensor
+    stride: int
+
+
+@dataclass
+class SCFMaps:
+    """What Selective Correlation Fusion computed at one KPB level (Eqs. 2-4)."""
+
+    features: torch.Tensor  # Conv(F_E^l) [B, C, h, w], the map that S_E weights in Eq. 4
+    s_e: torch.Tensor  # selective weights S_E^l [B, C]
+    s_kpb: torch.Tensor  # selective weights S_KPB^{l-1} [B, C]
+    relation: torch.Tensor  # A [B, n, n] (Eq. 2)
+    stride: int
+
+
+@dataclass
+class Intermediates:
+    """The tensors of one forward pass (``GKNet.trace``); lists run from paper level 1 (deepest).
+
+    Every map covers the network input padded to a multiple of ``GKNet.cfg.stride``;
+    ``size`` is the unpadded input's (height, width).
+    """
+
+    size: tuple[int, int] = (0, 0)
+    encoder: list[torch.Tensor] = field(default_factory=list)  # F_E per level, finest (stride 1) first
+    decoder: list[torch.Tensor] = field(default_factory=list)  # F_D per level before modulation
+    kernels: list[LevelKernels] = field(default_factory=list)  # empty without KPB
+    scf: list[SCFMaps] = field(default_factory=list)  # empty with concatenation fusion
+    lre_attention: list[torch.Tensor] = field(default_factory=list)  # per layer [B, heads, T, T]
+    lre_grid: tuple[int, int] | None = None  # token grid (rows, cols); tokens span ``lre_stride`` pixels
+    lre_stride: int = 0
+    prediction: torch.Tensor | None = None  # clamped prediction before the blend with the mask
+    output: torch.Tensor | None = None  # what ``forward`` returns
 
 
 class GKNet(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, normalization: Normalization | None = None):
         super().__init__()
         self.cfg = cfg
         widths = cfg.widths
         deepest = widths[-1]
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        # Inputs are normalised inside the model: callers pass [0, 1] images.
+        self.normalization = normalization = normalization or Normalization()
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
         self.encoder = Encoder(4, widths, cfg.norm)
         self.lre = None
         if cfg.use_lre:
@@ -44,55 +86,69 @@ class GKNet(nn.Module):
             )
             for lvl in levels
         )
+        # Decoder step i (0 = the finest) gets an S2AM block when i < s2am_levels (iS2AM attends
+        # in its finer decoder steps).
+        s2am = cfg.s2am_levels if cfg.use_s2am else 0
         self.decoder = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], widths[i], cfg.norm) for i in reversed(range(len(widths) - 1))
+            UpBlock(
+                widths[i + 1], widths[i], widths[i], cfg.norm,
+                SpatialSeparatedAttention(2 * widths[i], cfg.norm, cfg.s2am_mid_k) if i < s2am else None,
+            )
+            for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv2d(widths[0], 3, 1)
 
-    def forward(self, composite: torch.Tensor, mask: torch.Tensor, return_intermediates: bool = False):
+    def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """composite [B, 3, H, W] and mask [B, 1, H, W] in [0, 1], any H, W.
 
         Returns ``pred * M + (1 - M) * composite`` (the paper's last equation), so pixels
-        outside the mask are returned unchanged, and with ``return_intermediates`` also a
-        dict of the tensors the explanation tools draw.
+        outside the mask are returned unchanged.
         """
+        return self._run(composite, mask, None)
+
+    def trace(self, composite: torch.Tensor, mask: torch.Tensor) -> Intermediates:
+        """The same pass as ``forward``, keeping its intermediates (call it under ``torch.no_grad()``)."""
+        record = Intermediates(size=tuple(composite.shape[-2:]))
+        self._run(composite, mask, record)
+        return record
+
+    def _run(self, composite: torch.Tensor, mask: torch.Tensor, record: Intermediates | None) -> torch.Tensor:
         h, w = composite.shape[-2:]
         s = self.cfg.stride
         pad = (0, (-w) % s, 0, (-h) % s)
         x = F.pad((composite - self.mean) / self.std, pad, mode="replicate")
         m = F.pad(mask, pad)
         feats = self.encoder(torch.cat([x, m - 0.5], dim=1))
-        inter: dict = {"encoder": feats}
 
         kernels = []
         if self.kpb:
             f_prev = feats[-1]
             if self.lre is not None:
-                if return_intermediates:
-                    f_prev, inter["lre_attention"] = self.lre(f_prev, return_attention=True)
-                    inter["lre_grid"] = tuple(f_prev.shape[-2:])
+                if record is not None:
+                    f_prev, record.lre_attention = self.lre(f_prev, return_attention=True)
+                    record.lre_grid, record.lre_stride = tuple(f_prev.shape[-2:]), s
                 else:
                     f_prev = self.lre(f_prev)
-            inter.update(kpb_features=[], fusion=[])
             for j, block in enumerate(self.kpb):
                 k, f_prev, weights = block(feats[-1 - j], f_prev)
                 kernels.append(k)
-                inter["kpb_features"].append(f_prev)
-                inter["fusion"].append(weights)
-        inter["kernels"] = kernels
+                if record is not None:
+                    stride = s >> j
+                    record.kernels.append(LevelKernels(k, stride))
+                    if weights:
+                        record.scf.append(SCFMaps(stride=stride, **weights))
 
         d = feats[-1]
-        inter["decoder"] = []
         for j in range(len(feats)):
             if j:
-                d = self.decoder[j - 1](d, feats[-1 - j])
-            inter["decoder"].append(d)
+                d = self.decoder[j - 1](d, feats[-1 - j], m)
+            if record is not None:
+                record.decoder.append(d)
             if j < len(kernels):
                 d = kernel_modulation(d, kernels[j])
         # The head predicts a correction to the composite (in [0, 1] units).
         pred = (composite + self.head(d)[..., :h, :w]).clamp(0, 1)
         out = pred * mask + (1 - mask) * composite
-        if return_intermediates:
-            inter["prediction"] = pred
-            return out, inter
+        if record is not None:
+            record.encoder, record.prediction, record.output = feats, pred, out
         return out

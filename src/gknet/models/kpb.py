@@ -13,11 +13,16 @@ from gknet.models.unet import norm_layer
 class KPBlock(nn.Module):
     """Fuse (SCF or concat+conv), refine (conv-norm-ReLU) -> F_KPB^l, predict K^l = Conv(F_KPB^l).
 
-    The kernel head is a 1x1 conv to C * N^2 maps, reshaped to [B, C, N^2, H, W]. Its output
-    is added to the identity kernel (1 at the window centre) so that an untrained block
-    passes decoder features through unchanged and training learns the deviation from identity.
-    The identity is folded into the head's bias (a constant added to every pixel of the centre
-    maps), which saves a pass over the C * N^2 maps, the largest tensor of the block.
+    The kernel head is a 1x1 conv to C * N^2 maps, reshaped to [B, C, N^2, H, W]; its output
+    is added to the identity kernel (1 at the window centre), so training learns the
+    deviation from the identity. The identity is folded into the head's bias (a constant added
+    to every pixel of the centre maps), which saves a pass over the C * N^2 maps, the largest
+    tensor of the block. At initialisation the head's bias is zero and its default
+    weights are scaled by 0.1: an untrained block predicts the identity plus a small
+    feature-dependent term, 0.1 x (default 1x1 conv of F_KPB), not an exact pass-through
+    (measured on gknet_small at init on a random 256 px image: mean |K - I| 0.0006-0.0027
+    per level, at most 0.016). The modulation starts close to the identity, and the head's
+    weights get gradients from the first step (zero weights would also start exactly at it).
     """
 
     def __init__(
@@ -38,7 +43,7 @@ class KPBlock(nn.Module):
         self.out_channels = out_channels
         self.taps = kernel_size * kernel_size
         self.head = nn.Conv2d(channels, out_channels * self.taps, 1)
-        with torch.no_grad():  # start near the identity kernel
+        with torch.no_grad():  # start near (not at) the identity kernel
             self.head.weight.mul_(0.1)
             self.head.bias.zero_()
         identity = torch.zeros(out_channels, self.taps)

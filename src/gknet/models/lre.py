@@ -93,7 +93,9 @@ class LRE(nn.Module):
         t = self.embed(x.flatten(2).transpose(1, 2))
         return t + self.position(h, w, t)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """F_LR, plus each layer's attention weights [B, heads, T, T] if ``return_attention``."""
         b, _, h, w = x.shape
         t = self.tokens(x)

@@ -102,10 +102,11 @@ class SCF(nn.Module):
         bar_e = (r_e.transpose(1, 2) @ g_kpb).reshape(b, c)
         s_e = torch.sigmoid(a_e + self.b * self.fc_e(bar_e))
         s_kpb = torch.sigmoid(a_kpb + self.b * self.fc_kpb(bar_kpb))
-        fused = s_e[:, :, None, None] * self.conv_e(f_e) + _upsample_to(
+        features = self.conv_e(f_e)
+        fused = s_e[:, :, None, None] * features + _upsample_to(
             s_kpb[:, :, None, None] * self.conv_kpb(f_prev), f_e
         )
-        return fused, {"relation": relation, "s_e": s_e, "s_kpb": s_kpb}
+        return fused, {"features": features, "relation": relation, "s_e": s_e, "s_kpb": s_kpb}
 
 
 class ConcatFusion(nn.Module):

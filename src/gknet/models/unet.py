@@ -46,13 +46,21 @@ class Encoder(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Decoder step: upsample x2, concatenate the encoder skip, ConvBlock."""
+    """Decoder step: upsample x2, concatenate the encoder skip, [attention,] ConvBlock.
 
-    def __init__(self, cin: int, cskip: int, cout: int, norm: str):
+    ``attention`` (e.g. S2AM) acts on the concatenation and gets the image mask, as in
+    iS2AM's decoder.
+    """
+
+    def __init__(self, cin: int, cskip: int, cout: int, norm: str, attention: nn.Module | None = None):
         super().__init__()
         self.reduce = nn.Conv2d(cin, cout, 1)
+        self.attention = attention
         self.block = ConvBlock(cout + cskip, cout, norm)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(self.reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.block(torch.cat([x, skip], dim=1))
+        x = torch.cat([x, skip], dim=1)
+        if self.attention is not None:
+            x = self.attention(x, mask)
+        return self.block(x)

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gknet.errors import GknetError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 DEFAULT_PRIOR = 0.5
 
@@ -143,10 +147,13 @@ def format_table(rows: Sequence[Score], confidence: float = 0.95) -> str:
     return "\n".join(lines)
 
 
-def plot_scores(rows: Sequence[Score], title: str = "Bradley-Terry scores"):
+def plot_scores(rows: Sequence[Score], title: str = "Bradley-Terry scores") -> Image.Image:
     """Bar chart of the scores with interval whiskers, as a PIL image (matplotlib Agg)."""
     import io
 
+    from gknet.plotting import require_matplotlib
+
+    require_matplotlib("the scores plot")
     import matplotlib
 
     matplotlib.use("Agg")

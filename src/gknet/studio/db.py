@@ -4,6 +4,9 @@ Every write is its own committed transaction in WAL mode with ``synchronous=FULL
 acknowledged to the browser survives the server being killed (or the machine losing power).
 Each call opens its own short-lived connection, which keeps the class safe to share between
 the web server's worker threads.
+
+A file that holds other tables than the study's is refused, never converted: gknet does not
+touch another program's database. ``readonly=True`` (reports) opens the file read-only.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ CREATE TABLE IF NOT EXISTS methods (
     added TEXT NOT NULL
 );
 """
+# Table -> columns, as SCHEMA creates them.
+COLUMNS = {
+    "pairs": {"id", "time", "session", "image", "left_method", "right_method"},
+    "votes": {"id", "time", "session", "image", "left_method", "right_method", "winner", "pair_id"},
+    "methods": {"name", "dir", "added"},
+}
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
+PAIR_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as add_pair makes them
 
 
 class VoteError(GknetError):
@@ -97,23 +107,46 @@ def check_method_name(name: str) -> str:
 class StudyDB:
     """Votes of the pairwise user study, stored in the SQLite file ``path`` (created if missing)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path, self.readonly = Path(path), readonly
         if self.path.is_dir():
             raise GknetError(f"database path is a directory: {self.path}")
+        if readonly and not self.path.is_file():
+            raise GknetError(f"study database not found: {self.path}")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not readonly:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
+                self._check_tables(conn)
+                if not readonly:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise GknetError(f"cannot use {self.path} as the study database: {exc}") from None
         except OSError as exc:
             raise GknetError(f"cannot create the study database {self.path}: {exc.strerror or exc}") from None
 
+    def _check_tables(self, conn: sqlite3.Connection) -> None:
+        """GknetError unless the file is empty or a study database (read-only: a complete one)."""
+        query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        tables = [name for (name,) in conn.execute(query).fetchall()]
+        for name in tables:
+            columns = {c for (c,) in conn.execute("SELECT name FROM pragma_table_info(?)", (name,))}
+            if name not in COLUMNS or not COLUMNS[name] <= columns:
+                raise GknetError(
+                    f"{self.path} is not a gknet studio database (its table {name[:40]!r} is not the "
+                    "study's); gknet leaves other programs' databases alone"
+                )
+        if self.readonly and "votes" not in tables:
+            raise GknetError(f"{self.path} holds no study (no votes table)")
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as conn:
+        if self.readonly:  # mode=ro: SQLite itself refuses every write
+            target, uri = f"{self.path.resolve().as_uri()}?mode=ro", True
+        else:
+            target, uri = str(self.path), False
+        with closing(sqlite3.connect(target, timeout=30, uri=uri)) as conn:
             conn.execute("PRAGMA synchronous=FULL")
             with conn:  # one transaction, committed on success
                 yield conn
@@ -130,6 +163,8 @@ class StudyDB:
         return pair
 
     def get_pair(self, pair_id: str) -> Pair | None:
+        if not isinstance(pair_id, str) or not PAIR_ID.fullmatch(pair_id):
+            return None  # not one of our ids (and never handed to SQLite: it may not even encode)
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT id, session, image, left_method, right_method FROM pairs WHERE id = ?", (pair_id,)
@@ -139,10 +174,10 @@ class StudyDB:
     def add_vote(self, pair_id: str, session: str, choice: str) -> Vote:
         """Store the vote of ``session`` for the ``choice`` ("left" or "right") side of a shown pair."""
         if choice not in ("left", "right"):
-            raise VoteError(f"choice must be 'left' or 'right', got {choice!r}", "invalid")
+            raise VoteError(f"choice must be 'left' or 'right', got {choice[:20]!r}", "invalid")
         pair = self.get_pair(pair_id)
         if pair is None:
-            raise VoteError(f"unknown pair {pair_id!r}", "unknown_pair")
+            raise VoteError("unknown pair: vote on a pair_id from /api/study/pair", "unknown_pair")
         if pair.session != session:
             raise VoteError("this pair was shown to another session", "other_session")
         winner = pair.left if choice == "left" else pair.right

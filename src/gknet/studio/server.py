@@ -11,16 +11,20 @@ JSON API:
 - ``GET /api/info`` -> what is loaded and the upload limits.
 
 Every error is a JSON ``{"detail": "one clear sentence"}`` with a 4xx status for bad requests.
+Requests naming another host than the studio's in their Host header are refused (400), so that
+a web page cannot reach the studio through DNS rebinding.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import math
 import random
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -36,7 +40,7 @@ from gknet.data.imageio import IMAGE_SUFFIXES, mask_image, rgb_image
 from gknet.errors import GknetError
 from gknet.studio import bradley_terry
 from gknet.studio.db import StudyDB, VoteError
-from gknet.studio.study import DEFAULT_METHODS, ImageMethod, StudySet, builtin_methods
+from gknet.studio.study import DEFAULT_METHODS, ImageMethod, StudySet, UnavailableResult, builtin_methods
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = ("harmonize", "study", "scores")
@@ -46,6 +50,45 @@ DEFAULT_MAX_PIXELS = 50_000_000
 FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 SESSION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 VOTE_ERROR_STATUS = {"invalid": 422, "unknown_pair": 404, "other_session": 403, "duplicate": 409}
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+ANY_HOST = "*"
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without port, brackets or a final dot, in lower case."""
+    host = header.strip().lower()
+    if host.startswith("["):  # [::1]:7860
+        host = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """Host names to answer for a studio listening on ``bound``: the local names, the bound
+    address unless it is a wildcard (0.0.0.0, ::), and ``extra``."""
+    try:
+        wildcard = ipaddress.ip_address(bound.strip("[]")).is_unspecified
+    except ValueError:
+        wildcard = False
+    names = [*LOCAL_HOSTS, *([] if wildcard else [bound]), *extra]
+    return tuple(dict.fromkeys(host_name(name) if name != ANY_HOST else name for name in names))
+
+
+class HostCheck:
+    """ASGI middleware: 400 for a Host header naming a host that is not allowed (DNS rebinding)."""
+
+    def __init__(self, app, hosts: Iterable[str]):
+        self.app = app
+        self.hosts = frozenset(hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and ANY_HOST not in self.hosts:  # the studio has no websockets
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(header) not in self.hosts:
+                message = "this studio does not answer for that host name (its --allow-host option adds one)"
+                return await JSONResponse({"detail": message}, 400)(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 class VoteRequest(BaseModel):
@@ -87,10 +130,15 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.3g} MP"
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """A client-supplied name, cut so that an error message never echoes megabytes."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def read_upload(upload: UploadFile, field: str, max_pixels: int) -> Image.Image:
     """Decode an uploaded image file (EXIF orientation applied), or raise a 4xx HTTPException."""
-    name = upload.filename or field
-    content_type = (upload.content_type or "").lower()
+    name = _short(upload.filename or field)
+    content_type = _short((upload.content_type or "").lower())
     if not content_type.startswith("image/") and Path(name).suffix.lower() not in IMAGE_SUFFIXES:
         raise HTTPException(
             415,
@@ -152,6 +200,7 @@ def create_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     seed: int | None = None,
+    hosts: Iterable[str] = LOCAL_HOSTS,
 ) -> FastAPI:
     """The studio app.
 
@@ -162,8 +211,13 @@ def create_app(
     registered in the database. cache_dir: where computed results are cached (default: beside
     the database, ``<db stem>_cache``). model_tag: names the model's cache folder so results of
     other weights are not reused. model_warning: shown on the harmonize page (e.g. untrained
-    weights). seed: fixes the order of pairs (tests).
+    weights). seed: fixes the order of pairs (tests). hosts: the host names answered (Host header;
+    ``"*"`` answers any, see :func:`allowed_hosts`).
     """
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise GknetError(f"the upload limit must be a positive number of MB, got {max_upload_mb}")
+    if max_pixels < 1:
+        raise GknetError(f"the pixel limit must be a positive number of pixels, got {max_pixels}")
     db = StudyDB(db_path)
     cache_dir = Path(cache_dir) if cache_dir else db.path.with_name(f"{db.path.stem}_cache")
     study = None
@@ -177,6 +231,7 @@ def create_app(
 
     app = FastAPI(title="gknet studio", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 1e6))
+    app.add_middleware(HostCheck, hosts=hosts)  # added last: runs first
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(RequestValidationError)
@@ -185,7 +240,7 @@ def create_app(
 
     @app.exception_handler(GknetError)
     async def _gknet_error(request, exc: GknetError):
-        return JSONResponse({"detail": str(exc)}, 500)
+        return JSONResponse({"detail": str(exc)}, 503)  # the server's data, not the request, is at fault
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -255,7 +310,13 @@ def create_app(
         pair = db.get_pair(pair_id)
         if pair is None or side not in ("left", "right") or study is None:
             raise HTTPException(404, "unknown pair or side")
-        return FileResponse(study.result(pair.left if side == "left" else pair.right, pair.image))
+        try:  # every method's result as the same kind of PNG: the format tells nothing
+            png = study.png(pair.left if side == "left" else pair.right, pair.image)
+        except UnavailableResult:
+            raise HTTPException(
+                404, f"the {side} image of this pair cannot be shown; skip the pair"
+            ) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.post("/api/study/vote")
     def vote(request: VoteRequest):
