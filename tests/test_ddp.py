@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from gknet.config import to_dict
-from gknet.train import DUMP_PARAMS_ENV, train
-from gknet.train_state import load_state
+from gknet.training.loop import DUMP_PARAMS_ENV, train
+from gknet.training.state import load_state
 from tests.train_helpers import GKNET, tiny_train_config, write_triplet_folder
 
 

@@ -94,7 +94,7 @@ def world(tmp_path_factory) -> Path:
         bad["model"].update(change)
         (w / f"{name}.yaml").write_text(yaml.safe_dump(bad))
     assert main(["train", "--config", str(w / "tiny.yaml"), "--out", str(w / "run"), "--device", "cpu"]) == 0
-    from gknet.train_state import load_state, save_state
+    from gknet.training.state import load_state, save_state
 
     state = load_state(w / "run" / "ckpt" / "last.pt")
     state["model"]["head.weight"][0, 0] = math.nan

@@ -12,9 +12,9 @@ import yaml
 
 from gknet.cli import main as cli_main
 from gknet.config import to_dict
-from gknet.train import train
-from gknet.train_state import load_state
-from gknet.training_log import read_log
+from gknet.training import train
+from gknet.training.log import read_log
+from gknet.training.state import load_state
 from tests.train_helpers import GKNET, checkpoint_tensors, tiny_train_config, write_triplet_folder
 
 STEPS = 60

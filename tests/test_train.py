@@ -17,10 +17,10 @@ from gknet.config import Config, TrainConfig
 from gknet.data.split import is_validation
 from gknet.losses import fn_mse_loss
 from gknet.models import build_model
-from gknet.train import epoch_batches, lr_factor, train
-from gknet.train_state import load_state, restore_rng_states, rng_states
-from gknet.training_data import build_datasets
-from gknet.training_log import ema, read_log
+from gknet.training import epoch_batches, lr_factor, train
+from gknet.training.data import build_datasets
+from gknet.training.log import ema, read_log
+from gknet.training.state import load_state, restore_rng_states, rng_states
 from tests.conftest import require_shared, ship_weights, tiny_config
 from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder
 
@@ -235,7 +235,7 @@ def test_real_validation_selects_the_best_checkpoint(tmp_path):
 
     from gknet.data.iharmony4 import IHarmony4
     from gknet.evaluate import evaluate
-    from gknet.training_data import RealValidation
+    from gknet.training.data import RealValidation
 
     real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 3, "Hday2night": 2})
     root = write_triplet_folder(tmp_path / "data", count=12, size=40)

@@ -18,8 +18,8 @@ from gknet.cli import main
 from gknet.config import to_dict
 from gknet.errors import GknetError
 from gknet.models import build_model
-from gknet.train import train
-from gknet.train_state import load_state, save_state
+from gknet.training import train
+from gknet.training.state import load_state, save_state
 from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,7 +58,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(config, tmp_path, ca
 def test_a_non_finite_validation_never_becomes_the_best_checkpoint(tmp_path, monkeypatch, capsys):
     root = write_triplet_folder(tmp_path / "data", count=8, size=40)
     nan = {"mse": math.nan, "fmse": math.nan, "psnr": math.nan}
-    monkeypatch.setattr("gknet.train.validate", lambda *args, **kwargs: dict(nan))
+    monkeypatch.setattr("gknet.training.loop.validate", lambda *args, **kwargs: dict(nan))
     result = train(tiny_train_config(root, max_steps=4, val_every=2), tmp_path / "run")
     assert result["best_score"] is None and not (tmp_path / "run" / "ckpt" / "best.pt").exists()
     assert "validation at step 2 is not finite: not kept as best.pt" in capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_a_non_finite_validation_never_becomes_the_best_checkpoint(tmp_path, mon
 def test_a_non_finite_real_validation_score_never_becomes_the_best(tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    from gknet.training_data import RealValidation
+    from gknet.training.data import RealValidation
 
     real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 2})
     root = write_triplet_folder(tmp_path / "data", count=8, size=40)

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 def _onnx_source(args: argparse.Namespace):
     """(model, inference settings, name) to export to ONNX: the checkpoint's, or the release of --weights."""
     from gknet.harmonizer import Harmonizer
-    from gknet.train import checkpoint_model
+    from gknet.training import checkpoint_model
 
     if args.checkpoint:
         model, _cfg, state, inference = checkpoint_model(args.checkpoint)
@@ -46,7 +46,7 @@ def _onnx_source(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.errors import GknetError
-    from gknet.train import export_checkpoint
+    from gknet.training import export_checkpoint
 
     if args.output is None and args.onnx is None:
         raise GknetError("nothing to write: give -o OUT.safetensors and/or --onnx OUT.onnx")

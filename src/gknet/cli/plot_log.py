@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gknet.training_log import plot_training_log
+    from gknet.training.log import plot_training_log
 
     path = plot_training_log(args.log, args.output, smooth=args.smooth, overwrite=args.overwrite)
     print(f"wrote {path}")

@@ -35,8 +35,8 @@ from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
 from gknet.metrics import image_metrics
-from gknet.train_state import load_state, restore_rng_states, rng_states, save_state
-from gknet.training_log import RunLog
+from gknet.training.log import RunLog
+from gknet.training.state import load_state, restore_rng_states, rng_states, save_state
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Test hook: when set, every rank saves its final parameters to DIR/rank<R>.pt.
@@ -168,7 +168,7 @@ def train(
 class _Trainer:
     def __init__(self, cfg, out_dir, resume, device, amp, config_name, datasets):
         from gknet.models import build_model
-        from gknet.training_data import build_datasets
+        from gknet.training.data import build_datasets
 
         self.cfg, self.out_dir, self.config_name = cfg, out_dir, config_name
         tc = cfg.train
@@ -211,7 +211,7 @@ class _Trainer:
         # data.real_val is set, else the synthetic validation fMSE.
         self.real_val = None
         if cfg.data.real_val and self.dist.main:
-            from gknet.training_data import RealValidation
+            from gknet.training.data import RealValidation
 
             self.real_val = RealValidation(Path(cfg.data.real_val).expanduser(), cfg.data.real_val_subsets)
         self.select_on = "real_val.score" if cfg.data.real_val else "val.fmse"
