@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gknet.checkpoint import save_release
 from gknet.cli import main
 from gknet.data.imageio import load_mask, load_rgb
 from gknet.models import build_model
+from gknet.release import save_release
 from tests.conftest import require_shared, ship_weights, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -234,9 +234,9 @@ def test_limit_and_folder_dataset(tree, tmp_path):
 
 
 def test_trained_model_weights(tree, tmp_path):
-    from gknet.checkpoint import save_release
     from gknet.config import ModelConfig
     from gknet.models import build_model
+    from gknet.release import save_release
 
     torch.manual_seed(0)
     # five levels: the LRE attends over 16x16 tokens at 256x256 (two levels would give 128x128)

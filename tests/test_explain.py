@@ -6,7 +6,6 @@ import torch
 from PIL import Image
 
 from gknet import explain as ex
-from gknet.checkpoint import save_release
 from gknet.cli import main
 from gknet.errors import GknetError
 from gknet.explain import figures as fig
@@ -14,6 +13,7 @@ from gknet.explain.capture import capture, lre_attention, scf_features
 from gknet.explain.clustering import kernel_clusters, kmeans
 from gknet.harmonizer import Harmonizer
 from gknet.models import build_model
+from gknet.release import save_release
 from tests.conftest import ship_weights, tiny_config
 
 W, H = 56, 40  # a non-square composite: the pictures must follow its aspect ratio

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from gknet import Harmonizer
-from gknet.checkpoint import save_release
 from gknet.config import FullResConfig, InferenceConfig, Normalization
 from gknet.errors import GknetError
 from gknet.harmonizer import EmptyMaskWarning, comparison_image
 from gknet.models import build_model
+from gknet.release import save_release
 from tests.conftest import ship_weights, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,10 +17,10 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
-from gknet.checkpoint import save_release
 from gknet.cli import main
 from gknet.config import to_dict
 from gknet.models import build_model
+from gknet.release import save_release
 from gknet.studio.db import StudyDB
 from tests.conftest import tiny_config
 from tests.train_helpers import tiny_train_config, write_triplet_folder

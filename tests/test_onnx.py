@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from gknet import Harmonizer
-from gknet.checkpoint import save_release
 from gknet.cli import main
 from gknet.config import FullResConfig, InferenceConfig
 from gknet.data.imageio import load_mask, load_rgb, to_tensor_image
 from gknet.errors import GknetError
 from gknet.models import build_model
+from gknet.release import save_release
 from tests.conftest import require_shared, tiny_config
 
 for _module in ("onnx", "onnxscript", "onnxruntime"):

@@ -179,8 +179,8 @@ def _write_pairs(root: Path, count: int) -> tuple[Path, Path]:
 
 
 def test_harmonize_shards_and_torchrun_cover_each_image_once(tmp_path, capsys):
-    from gknet.checkpoint import save_release
     from gknet.models import build_model
+    from gknet.release import save_release
     from tests.conftest import tiny_config
 
     cfg = tiny_config()

@@ -3,11 +3,11 @@
 import torch
 
 from gknet import Harmonizer
-from gknet.checkpoint import load_release, weights_path
 from gknet.config import load_config
 from gknet.data.perturbations import FAMILY_WEIGHTS, GRADE_FAMILIES
 from gknet.data.synthetic import SyntheticComposites
 from gknet.metrics import image_metrics
+from gknet.release import load_release, weights_path
 from tests.conftest import REPO, require_shared
 
 

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gknet.checkpoint import inference_config, load_release
 from gknet.cli import main as cli_main
 from gknet.config import Config, TrainConfig
 from gknet.data.split import is_validation
 from gknet.losses import fn_mse_loss
 from gknet.models import build_model
+from gknet.release import inference_config, load_release
 from gknet.training import epoch_batches, lr_factor, train
 from gknet.training.data import build_datasets
 from gknet.training.log import ema, read_log
@@ -201,8 +201,8 @@ def test_ema_and_cli_entry_point(tmp_path):
 def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from gknet.checkpoint import save_release
     from gknet.errors import GknetError
+    from gknet.release import save_release
 
     root = write_triplet_folder(tmp_path / "data", count=12, size=40)
     cfg = tiny_train_config(root, max_steps=1, lr=0.0)

@@ -13,11 +13,11 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from gknet.checkpoint import load_release, save_release
 from gknet.cli import main
 from gknet.config import to_dict
 from gknet.errors import GknetError
 from gknet.models import build_model
+from gknet.release import load_release, save_release
 from gknet.training import train
 from gknet.training.state import load_state, save_state
 from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder

@@ -126,7 +126,7 @@ class Harmonizer:
         memory first, which takes seconds) or ``"auto"`` (ONNX Runtime for .onnx files, torch
         otherwise).
         """
-        from gknet.checkpoint import inference_config, load_release, weights_path
+        from gknet.release import inference_config, load_release, weights_path
 
         if backend not in BACKENDS:
             raise GknetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

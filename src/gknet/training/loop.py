@@ -272,7 +272,7 @@ class _Trainer:
         }
 
     def _init_from(self, weights: str) -> None:
-        from gknet.checkpoint import load_release, weights_path
+        from gknet.release import load_release, weights_path
 
         source = weights_path(weights)
         released, model_cfg, _ = load_release(source)
@@ -501,8 +501,8 @@ def config_from_checkpoint(path: str | Path) -> tuple[Config, str | None]:
 def checkpoint_model(checkpoint: str | Path):
     """(model in eval mode, its Config, the loaded state, the inference settings of its release)
     of a training checkpoint."""
-    from gknet.checkpoint import check_finite
     from gknet.models import build_model
+    from gknet.release import check_finite
 
     state = load_state(checkpoint)
     cfg = _stored_config(state, checkpoint)
@@ -515,7 +515,7 @@ def checkpoint_model(checkpoint: str | Path):
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
-    from gknet.checkpoint import save_release
+    from gknet.release import save_release
 
     if Path(output).name in ("", ".", "..") or Path(output).is_dir():
         raise GknetError(f"output must name a file such as model.safetensors, got {str(output)!r}")

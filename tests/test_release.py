@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from gknet.checkpoint import load_release, save_release
 from gknet.errors import GknetError
 from gknet.models import build_model
+from gknet.release import load_release, save_release
 from tests.conftest import tiny_config
 
 
