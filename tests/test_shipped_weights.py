@@ -1,14 +1,25 @@
-"""Regression test for the shipped default weights: they must keep harmonizing."""
+"""Regression test for the shipped default weights: they must keep harmonizing, real composites first."""
 
 import torch
 
 from gknet import Harmonizer
 from gknet.config import load_config
-from gknet.data.perturbations import FAMILY_WEIGHTS, GRADE_FAMILIES
+from gknet.data.iharmony4 import IHarmony4
+from gknet.data.samples import SampleDataset
 from gknet.data.synthetic import SyntheticComposites
+from gknet.evaluate import evaluate
 from gknet.metrics import image_metrics
 from gknet.release import load_release, weights_path
 from tests.conftest import REPO, require_shared
+
+# Four real composites of ../shared/data/real_val (one per subset), never trained on, with
+# the fMSE the shipped weights reach on them at 256 px (MODEL_CARD.md) beside the composite's.
+REAL_CASES = {
+    ("HAdobe5k", "a0094_1_2.jpg"),  # re-graded photo: a dog in a darker garden
+    ("HFlickr", "f2021_1_2.jpg"),  # colour transferred from another photo
+    ("Hday2night", "d90000014-10_1_9.jpg"),  # the object from another time of day
+    ("RainNet_examples", "rn1_1_1.jpg"),
+}
 
 
 def test_shipped_weights_exist_and_load_strictly():
@@ -23,30 +34,31 @@ def test_shipped_weights_exist_and_load_strictly():
     assert settings.resolution == 256 and settings.train_size == recipe.train.image_size
 
 
-def test_shipped_weights_improve_fixed_validation_composites(one_thread):
+def test_shipped_weights_improve_real_composites(one_thread):
+    root = require_shared("data", "real_val")
+    everything = IHarmony4(root)
+    cases = SampleDataset([s for s in everything if (s.subset, s.name) in REAL_CASES])
+    assert len(cases) == len(REAL_CASES)
+    run = evaluate(Harmonizer.from_pretrained().harmonize_tensor, cases, "shipped", progress=False)
+    # Each must fall well below the composite's fMSE, and on average far below (measured
+    # 0.05 / 0.57 / 0.25 / 0.06, mean 0.23; release 1 reached 0.34 / 0.60 / 0.40 / 0.68, mean 0.51).
+    ratios = {r["name"]: r["fmse"] / r["composite_fmse"] for r in run.rows}
+    assert len(ratios) == len(REAL_CASES), ratios
+    assert max(ratios.values()) < 0.65 and sum(ratios.values()) / len(ratios) < 0.35, ratios
+
+
+def test_shipped_weights_improve_synthetic_validation_composites(one_thread):
     photos = require_shared("data", "photos")
-    # The first 6 of the held-out validation split: fixed composites, never seen in training, with
-    # object-only edits of the families these weights were trained on (the generator has more now).
-    trained_on = {f: FAMILY_WEIGHTS[f] for f in (*GRADE_FAMILIES, "lab_transfer")}
-    data = SyntheticComposites(
-        photos, split="val", image_size=256, limit=6, mode_probs={"object": 1.0}, family_weights=trained_on
-    )
+    # The first 8 of the held-out synthetic validation split (fixed composites, never trained on):
+    # synthetic data says whether the model learned at all.
+    data = SyntheticComposites(photos, split="val", image_size=256, limit=8)
     batch = [data[i] for i in range(len(data))]
-    composite = torch.stack([item["composite"] for item in batch])
-    mask = torch.stack([item["mask"] for item in batch])
-    target = torch.stack([item["target"] for item in batch])
-
+    composite, mask, target = (torch.stack([it[k] for it in batch]) for k in ("composite", "mask", "target"))
     harmonized = Harmonizer.from_pretrained().harmonize_tensor(composite, mask)
-
     before = image_metrics(composite * 255, target * 255, mask)["fmse"]
     after = image_metrics(harmonized * 255, target * 255, mask)["fmse"]
-    # The model measured 0.41x the composite's fMSE over the 201 validation images of the generator
-    # it was trained with (MODEL_CARD.md); today's edits are stronger (calibrated to iHarmony4, issue
-    # 17), and on these six it reaches 0.70x. The mean must fall by at least a fifth and every strongly
-    # perturbed image (fMSE > 1000) must improve. Nearly harmonious ones (fMSE 10-400) may get a
-    # little worse: a known weakness written in the model card.
     numbers = (before.tolist(), after.tolist())
-    assert after.mean() < 0.8 * before.mean(), numbers
+    assert after.mean() < 0.7 * before.mean(), numbers
     strong = before > 1000
     assert int(strong.sum()) >= 2 and bool((after[strong] < before[strong]).all()), numbers
 
