@@ -22,10 +22,12 @@ KILL_AFTER = 8  # the victim is killed as soon as this step's checkpoint exists
 
 
 def _wait_for(path, proc, timeout=120.0):
+    """Until ``path`` exists and ``last.pt`` beside it has been replaced by it (published after it)."""
+    last = path.with_name("last.pt")
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not (path.exists() and last.exists() and os.path.samefile(path, last)):
         assert proc.poll() is None, f"training exited early:\n{proc.stderr.read()}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        assert time.monotonic() < deadline, f"no {path} published as {last} after {timeout} s"
         time.sleep(0.005)
 
 
