@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gknet.models.unet import norm_layer
+from gknet.models.unet import ConvBlock
 
 _BLUR_SIZE, _BLUR_SIGMA = 7, 1.0  # iS2AM's mask smoothing
 
@@ -59,14 +59,7 @@ class SpatialSeparatedAttention(nn.Module):
         self.background = ChannelAttention(channels)
         self.foreground = ChannelAttention(channels)
         self.mix = ChannelAttention(channels)
-        self.learn = nn.Sequential(
-            nn.Conv2d(channels, mid, 3, padding=1, bias=norm == "none"),
-            norm_layer(norm, mid),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid, channels, 3, padding=1, bias=norm == "none"),
-            norm_layer(norm, channels),
-            nn.ReLU(inplace=True),
-        )
+        self.learn = ConvBlock(channels, channels, norm, mid=mid)
         self.register_buffer("blur", _gaussian_kernel(_BLUR_SIZE, _BLUR_SIGMA), persistent=False)
 
     def soft_mask(self, mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -16,14 +16,15 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3 conv -> norm -> ReLU layers."""
+    """Two 3x3 conv -> norm -> ReLU layers (cin -> mid -> cout; mid defaults to cout)."""
 
-    def __init__(self, cin: int, cout: int, norm: str):
+    def __init__(self, cin: int, cout: int, norm: str, mid: int | None = None):
+        mid = mid or cout
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"),
-            norm_layer(norm, cout),
+            nn.Conv2d(cin, mid, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=norm == "none"),
+            nn.Conv2d(mid, cout, 3, padding=1, bias=norm == "none"),
             norm_layer(norm, cout),
             nn.ReLU(inplace=True),
         )
