@@ -220,16 +220,17 @@ def evaluate(
                     tqdm.write(f"failed: {item['error']}")
             ok = [item for item in batch if "error" not in item]
             if ok:
-                run.rows.extend(_score_batch(method, ok, samples, device, psnr_peak))
+                run.rows.extend(score_batch(method, ok, samples, device, psnr_peak))
             bar.update(len(batch))
     run.seconds = time.perf_counter() - start
     return run
 
 
-def _score_batch(
-    method: Method, items: list[dict], samples: SampleDataset, device, psnr_peak: str
+def score_batch(
+    method: Method, items: list[dict], samples: SampleDataset, device, psnr_peak: str = "255"
 ) -> list[dict]:
-    """Per-image rows of the method and of the composite itself for one batch of inputs."""
+    """Per-image rows of the method and of the composite itself for one batch of protocol inputs
+    (``{"index", "composite", "mask", "target"}`` as :func:`prepare_images` makes them)."""
     comp, fg, target = (
         torch.stack([it[k] for it in items]).to(device) for k in ("composite", "mask", "target")
     )

@@ -138,57 +138,49 @@ class RealValidation:
 
     Synthetic validation only tells whether a model learns; real composites decide which
     checkpoint is best. The images are loaded and resized once (evaluation protocol, 256 px),
-    and every call scores the model on all of them. ``score`` is the mean over subsets of the
-    model's fMSE as a ratio to the composite's (lower is better; 1 = no change).
+    and every call scores the model on all of them with the evaluator's
+    :func:`gknet.evaluate.score_batch`. ``score`` is the mean over subsets of the model's fMSE
+    as a ratio to the composite's (lower is better; 1 = no change).
     """
 
     def __init__(self, root: str | Path, subsets: tuple[str, ...], size: int = 256):
         from gknet.data.iharmony4 import IHarmony4
         from gknet.evaluate import prepare_images
 
-        samples = IHarmony4(root, list(subsets), split="test")
-        if samples.problems:
-            path, message = samples.problems[0]
+        self.samples = IHarmony4(root, list(subsets), split="test")
+        if self.samples.problems:
+            path, message = self.samples.problems[0]
             raise GknetError(f"real validation set {root}: {path}: {message}")
-        prepared = []
-        for sample in samples:
+        self.items = []
+        for index, sample in enumerate(self.samples):
             composite, mask, target = sample.load()
             if target is None:
                 raise GknetError(f"real validation set {root}: no target for {sample.composite}")
-            prepared.append(prepare_images(composite, mask, target, size))
-        if not prepared:
+            comp, fg, tgt = prepare_images(composite, mask, target, size)
+            self.items.append({"index": index, "composite": comp, "mask": fg, "target": tgt})
+        if not self.items:
             raise GknetError(f"real validation set {root} lists no images for {', '.join(subsets)}")
-        self.composite, self.mask, self.target = (torch.stack(t) for t in zip(*prepared, strict=True))
-        self.subsets = [s.subset for s in samples]
 
     def __len__(self) -> int:
-        return len(self.subsets)
+        return len(self.items)
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, device: torch.device, batch_size: int = 8) -> dict:
-        """``{subset: {"mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, ..., "score"}``."""
-        from gknet.metrics import image_metrics
+        """``{subset: {"n", "mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, ..., "score"}``."""
+        from gknet.evaluate import score_batch
+        from gknet.metrics import mean_metrics
 
         was_training = model.training
         model.eval()
         rows = []
         for start in range(0, len(self), batch_size):
-            comp, fg, tgt = (t[start : start + batch_size] for t in (self.composite, self.mask, self.target))
-            comp255, tgt255 = comp.float(), tgt.float()
-            out = model((comp255 / 255).to(device), fg.float().to(device)).float().cpu()
-            scores = image_metrics(out * 255, tgt255, fg)
-            anchor = image_metrics(comp255, tgt255, fg)
-            columns = (scores["mse"], scores["fmse"], scores["psnr"], anchor["fmse"])
-            rows += [
-                {"mse": float(m), "fmse": float(f), "psnr": float(p), "composite_fmse": float(c)}
-                for m, f, p, c in zip(*columns, strict=True)
-            ]
+            rows += score_batch(model, self.items[start : start + batch_size], self.samples, device)
         model.train(was_training)
         result: dict = {}
-        for subset in dict.fromkeys(self.subsets):
-            group = [r for r, s in zip(rows, self.subsets, strict=True) if s == subset]
-            means = {k: float(np.mean([r[k] for r in group])) for k in group[0]}
+        for subset in dict.fromkeys(r["subset"] for r in rows):
+            group = [r for r in rows if r["subset"] == subset]
+            means = mean_metrics(group, ("mse", "fmse", "psnr", "composite_fmse"))
             means["fmse_ratio"] = means["fmse"] / max(means["composite_fmse"], 1e-9)
             result[subset] = means
-        result["score"] = float(np.mean([result[s]["fmse_ratio"] for s in dict.fromkeys(self.subsets)]))
+        result["score"] = float(np.mean([m["fmse_ratio"] for m in result.values()]))
         return result

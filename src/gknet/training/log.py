@@ -5,7 +5,7 @@ Records, one JSON object per line:
 - training: ``{"step", "epoch", "loss", "lr", "img_per_s", "time"}`` (loss: mean since the
   previous record; time: seconds of training in the run so far, across resumes),
 - validation: ``{"step", "epoch", "val": {"mse", "fmse", "psnr"}}``, plus, with ``data.real_val``,
-  ``"real_val": {subset: {"mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, "score"}``,
+  ``"real_val": {subset: {"n", "mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, "score"}``,
 - events: ``{"step", "event": "start" | "end" | "diverged", ...}``.
 """
 
