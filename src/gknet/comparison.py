@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from gknet.atomic import atomic_path
 from gknet.baselines import Method
+from gknet.data.imageio import to_uint8_array
 from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
 from gknet.evaluate import Evaluation, prepare_images
@@ -55,8 +56,17 @@ def outline(image: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
     return out
 
 
-def _panel(pixels: torch.Tensor) -> np.ndarray:
-    return pixels.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+def figure_format(output: str | Path) -> str:
+    """Pillow's format name for a figure file, or GknetError for an unsupported suffix."""
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(output).suffix.lower())
+    if fmt is None:
+        raise GknetError(f"unsupported figure format {Path(output).suffix!r} (use .png or .jpg)")
+    return fmt
+
+
+def _hwc(pixels: torch.Tensor) -> np.ndarray:
+    """uint8 [3, H, W] (the protocol's images) -> H x W x 3."""
+    return pixels.permute(1, 2, 0).numpy()
 
 
 def comparison_figure(
@@ -76,9 +86,7 @@ def comparison_figure(
     if len(methods) != len(runs) or not methods:
         raise GknetError("comparison figure: one evaluation run per method is needed")
     output = Path(output)
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(output.suffix.lower())
-    if fmt is None:
-        raise GknetError(f"unsupported figure format {output.suffix!r} (use .png or .jpg)")
+    fmt = figure_format(output)
     if output.exists() and not overwrite:
         raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
     fmse = [{(r["subset"], r["name"]): r["fmse"] for r in run.rows} for run in runs]
@@ -95,13 +103,13 @@ def comparison_figure(
             key = (row["subset"], row["name"])
             composite, mask, target = by_name[key].load()
             comp, fg, tgt = prepare_images(composite, mask, target, size)
-            panels = [outline(_panel(comp.float()), fg[0].numpy())]
+            panels = [outline(_hwc(comp), fg[0].numpy())]
             captions = [f"{label}: {row['name'][:24]}  fMSE {row['composite_fmse']:.0f}"]
             for (_name, method), scores in zip(methods, fmse, strict=True):
                 out = method((comp.float() / 255)[None].to(device), fg.float()[None].to(device))
-                panels.append(_panel(out[0].float().cpu() * 255))
+                panels.append(to_uint8_array(out[0]))
                 captions.append(f"fMSE {scores[key]:.0f}")
-            panels.append(_panel(tgt.float()))
+            panels.append(_hwc(tgt))
             captions.append("ground truth")
             y = _HEADER + row_i * cell_h
             for col, (pixels, caption) in enumerate(zip(panels, captions, strict=True)):

@@ -194,9 +194,10 @@ def run(args: argparse.Namespace) -> int:
     # Before any work, the results must have somewhere to go: the folder and figure named on the
     # command line first, then each method's folder once the methods' names are known.
     if args.figure:
+        from gknet.comparison import figure_format
+
         figure = Path(args.figure)
-        if figure.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            raise GknetError(f"unsupported figure format {figure.suffix!r} (use .png or .jpg)")
+        figure_format(figure)
         check_writable(figure)
         remove_stale_temporaries(figure.parent, [figure.name])
     if args.out:
