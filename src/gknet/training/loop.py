@@ -136,6 +136,13 @@ def _is_better(score: float, best: float | None) -> bool:
     return math.isfinite(score) and (best is None or score < best)
 
 
+def _selection(state: dict[str, Any]) -> tuple[str, float | None]:
+    """(what chose the best checkpoint, its best score) of a training state; states written
+    before real-composite validation kept only ``best_fmse`` (chosen by validation fMSE)."""
+    best = state["best_score"] if "best_score" in state else state["best_fmse"]
+    return state.get("select_on", "val.fmse"), best
+
+
 def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
     last = out_dir / "ckpt" / "last.pt"
     if resume is None:
@@ -295,12 +302,12 @@ class _Trainer:
         self.scaler.load_state_dict(state["scaler"])
         restore_rng_states(state["rng"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
-        if state.get("select_on", "val.fmse") != self.select_on:
+        select_on, self.best_score = _selection(state)
+        if select_on != self.select_on:
             raise GknetError(
-                f"{path} chose its best checkpoint by {state.get('select_on', 'val.fmse')}, this config by "
+                f"{path} chose its best checkpoint by {select_on}, this config by "
                 f"{self.select_on}; resume with the same data.real_val setting"
             )
-        self.best_score = state["best_score"] if "best_score" in state else state["best_fmse"]
         self.last_val, self.last_real = state["val"], state.get("real_val")
         self.elapsed_before = state["elapsed"]
         if self.dist.main:
@@ -525,13 +532,14 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: boo
     check_writable(output)
     remove_stale_temporaries(output.parent, [output.name, output.with_suffix(".json").name])
     model, cfg, state, inference = checkpoint_model(checkpoint)
+    select_on, best_score = _selection(state)
     meta = {
         "step": state["step"],
         "epoch": state["epoch"],
         "val": state["val"],
         "real_val": state.get("real_val"),
-        "best_score": state["best_score"] if "best_score" in state else state["best_fmse"],
-        "select_on": state.get("select_on", "val.fmse"),
+        "best_score": best_score,
+        "select_on": select_on,
         "config_name": state["config_name"],
         "train": to_dict(cfg.train),
         "data": to_dict(cfg.data),
