@@ -196,7 +196,6 @@ def create_app(
     methods: tuple[str, ...] = DEFAULT_METHODS,
     cache_dir: str | Path | None = None,
     model_tag: str = "",
-    model_warning: str | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     seed: int | None = None,
@@ -210,9 +209,8 @@ def create_app(
     disable the study. methods: built-in methods compared in the study, plus every folder
     registered in the database. cache_dir: where computed results are cached (default: beside
     the database, ``<db stem>_cache``). model_tag: names the model's cache folder so results of
-    other weights are not reused. model_warning: shown on the harmonize page (e.g. untrained
-    weights). seed: fixes the order of pairs (tests). hosts: the host names answered (Host header;
-    ``"*"`` answers any, see :func:`allowed_hosts`).
+    other weights are not reused. seed: fixes the order of pairs (tests). hosts: the host names
+    answered (Host header; ``"*"`` answers any, see :func:`allowed_hosts`).
     """
     if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise GknetError(f"the upload limit must be a positive number of MB, got {max_upload_mb}")
@@ -255,7 +253,6 @@ def create_app(
     def info():
         return {
             "model": harmonizer is not None,
-            "model_warning": model_warning,
             "study_images": len(study.samples) if study else 0,
             "study_methods": study.method_names if study else [],
             "votes": db.count_votes(),

@@ -18,8 +18,8 @@ const state = {
 fetchJSON("/api/info").then((info) => {
   $("limits").textContent = `Limits: ${info.max_upload_mb} MB per upload, ` +
     `${Math.round(info.max_pixels / 1e6)} megapixels per image.`;
-  const note = info.model ? info.model_warning : "No model is loaded: start the studio with --weights PATH.";
-  $("model-note").textContent = note || "";
+  const note = info.model ? "" : "No model is loaded: start the studio with --weights PATH.";
+  $("model-note").textContent = note;
   $("model-note").hidden = !note;
 });
 
