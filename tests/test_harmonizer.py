@@ -75,6 +75,23 @@ def test_network_size_input_is_the_model_output(harmonizer):
     assert torch.equal(harmonizer.harmonize_tensor(comp, mask), expected)
 
 
+def test_cpu_network_runs_channels_last_with_the_same_outputs():
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    reference = build_model(TINY).eval()
+    reference.load_state_dict(model.state_dict())
+    harmonizer = Harmonizer(model, resolution=32)
+    convs = [m.weight for m in harmonizer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert harmonizer.channels_last
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    g = torch.Generator().manual_seed(2)
+    comp = torch.rand(2, 3, 32, 32, generator=g)
+    mask = (torch.rand(2, 1, 32, 32, generator=g) > 0.5).float()
+    with torch.no_grad():
+        expected = reference(comp, mask)
+    torch.testing.assert_close(harmonizer.harmonize_tensor(comp, mask), expected, atol=1e-5, rtol=0)
+
+
 def test_any_size_including_smaller_than_the_network(harmonizer):
     for h, w in ((7, 9), (31, 200), (300, 17)):
         comp = torch.rand(3, h, w)
