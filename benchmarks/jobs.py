@@ -20,6 +20,7 @@ import torch
 
 from benchmarks.measure import REPO, Plan, measure, measure_steps, time_process
 from gknet.config import ModelConfig, load_config
+from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
 from gknet.model_info import count_macs, count_params
 from gknet.models import build_model
@@ -75,8 +76,10 @@ def _env(plan: Plan) -> dict:
 def job_inference(plan: Plan, model: str, size: int) -> dict:
     _prepare(plan)
     net = build_model(model_config(model)).eval()
-    composite, mask = _inputs(1, size)
     macs = count_macs(net, size)  # before the memory window: it runs its own forward pass
+    # in the channels-last layout, as the Harmonizer runs a network on the CPU
+    net.to(memory_format=torch.channels_last)
+    composite, mask = (t.contiguous(memory_format=torch.channels_last) for t in _inputs(1, size))
 
     def call():
         with torch.no_grad():
@@ -209,8 +212,11 @@ def job_onnx(plan: Plan, composite_path: str | None, mask_path: str | None) -> d
     return result
 
 
-def job_folder(plan: Plan, folder: str, batch_size: int, workers: int) -> dict:
-    """`gknet harmonize --composites --masks` in this process: images per second of the whole run."""
+def job_folder(plan: Plan, folder: str, batch_size: int, workers: int, backend: str) -> dict:
+    """`gknet harmonize --composites --masks` in this process: images per second of the whole run.
+
+    ``backend`` "onnxruntime": the shipped weights are exported to ONNX first (not timed).
+    """
     from gknet.cli import main
     from gknet.data.folders import match_by_stem
 
@@ -227,6 +233,15 @@ def job_folder(plan: Plan, folder: str, batch_size: int, workers: int) -> dict:
             composite.read_bytes(), mask.read_bytes()  # both runs start with the files in the page cache
         args = ["harmonize", "--composites", str(comps), "--masks", str(masks), "-o", f"{tmp}/out"]
         args += ["--no-progress", "--batch-size", str(batch_size), "--workers", str(workers)]
+        if backend == "onnxruntime":
+            from gknet.onnx_backend import export_onnx
+
+            harmonizer, _ = _harmonizer()
+            try:
+                onnx = export_onnx(harmonizer.model, f"{tmp}/model.onnx", harmonizer.settings)
+            except GknetError as exc:  # the onnx extra is not installed
+                return {"error": str(exc)}
+            args += ["--weights", str(onnx)]
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             code = main(args)

@@ -33,8 +33,13 @@ DEFAULT_EXAMPLE = REPO.parent / "shared" / "examples" / "iharmony4_mini"
 DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "lalonde_composites"
 SECTIONS = ("inference", "training", "kernel_modulation", "fullres", "end_to_end", "onnx", "folder")
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
-# folder mode: (label, batch size, I/O threads); the first is the old one-image-at-a-time loop
-FOLDER_RUNS = (("one at a time", 1, 0), ("batched", 8, 0), ("batched + I/O threads", 8, 2))
+# folder mode: (label, batch size, I/O threads, backend); the first is the one-image-at-a-time loop
+FOLDER_RUNS = (
+    ("one at a time", 1, 0, "torch"),
+    ("one at a time + I/O threads (CPU default)", 1, 2, "torch"),
+    ("batched + I/O threads (GPU default)", 8, 2, "torch"),
+    ("ONNX Runtime, one at a time + I/O threads", 1, 2, "onnxruntime"),
+)
 
 FULL = Plan(
     models=("gknet_small", "unet_small", "gknet_paper", "unet_paper"),
@@ -106,9 +111,9 @@ def jobs(plan: Plan, example: Path, folder: Path, only=SECTIONS) -> list[tuple[s
         out.append(("end_to_end", {}, J.job_end_to_end, paths))
     out.append(("onnx", {}, J.job_onnx, paths or {"composite_path": None, "mask_path": None}))
     if (folder / "composites").is_dir():
-        for label, batch_size, workers in FOLDER_RUNS:
-            labels = {"label": label, "batch_size": batch_size, "workers": workers}
-            kwargs = {"folder": str(folder), "batch_size": batch_size, "workers": workers}
+        for label, batch_size, workers, backend in FOLDER_RUNS:
+            labels = {"label": label, "batch_size": batch_size, "workers": workers, "backend": backend}
+            kwargs = {"folder": str(folder), "batch_size": batch_size, "workers": workers, "backend": backend}
             out.append(("folder", labels, J.job_folder, kwargs))
     return [item for item in out if item[0] in only]
 

@@ -168,13 +168,16 @@ def test_file_to_file_steps_end_to_end_and_folder_mode(quick_run):
     assert e2e["jpg"]["peak_rss_mib"] > 50  # a whole python + torch process
     assert e2e["png_vs_jpeg"] == pytest.approx(e2e["png"]["median_s"] / e2e["jpg"]["median_s"])
     runs = {r["label"]: r for r in results["folder"]["runs"]}
-    assert list(runs) == [label for label, _, _ in bench.FOLDER_RUNS]
+    assert list(runs) == [run[0] for run in bench.FOLDER_RUNS]
+    if not HAS_ONNX:
+        assert "not installed" in runs.pop(bench.FOLDER_RUNS[-1][0])["error"]
     for row in runs.values():
         assert row["images"] == 4 and row["images_per_s"] == pytest.approx(4 / row["seconds"])
     gains = {r["label"]: r["speedup"] for r in results["ratios"]["folder_vs_one_at_a_time"]}
     assert gains["one at a time"] == 1.0
     one = runs["one at a time"]["images_per_s"]
-    assert gains["batched"] == pytest.approx(runs["batched"]["images_per_s"] / one)
+    for label, row in runs.items():
+        assert gains[label] == pytest.approx(row["images_per_s"] / one)
     targets = {t["name"]: t for t in results["targets"]}
     png = next(t for name, t in targets.items() if "PNG output time / JPEG" in name)
     assert png["measured"] == e2e["png_vs_jpeg"] and png["pass"] == (e2e["png_vs_jpeg"] <= 1.3)

@@ -13,6 +13,9 @@ from gknet.config import MIN_RESOLUTION
 
 PROG = "gknet harmonize"
 COMPARE_SUFFIX = "_compare.jpg"
+# Folder-mode batch: a GPU is fed several images per pass; on the CPU a batch of 256 px images
+# runs slower per image than one at a time (the feature maps leave the cache; benchmarks/RESULTS.md).
+GPU_BATCH, CPU_BATCH = 8, 1
 BATCH_PIXELS = 2**22  # a folder-mode batch closes at this many full-size pixels (memory bound)
 
 
@@ -61,7 +64,9 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (folder mode)")
     p.add_argument(
-        "--batch-size", type=integer(1), default=8, help="folder mode: images per network pass (default: 8)"
+        "--batch-size",
+        type=integer(1),
+        help=f"folder mode: images per network pass (default: {GPU_BATCH} on a GPU, {CPU_BATCH} on the CPU)",
     )
     p.add_argument(
         "--workers",
@@ -204,7 +209,7 @@ def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Na
         lambda job: _load(job, harmonizer, args),
         lambda loaded: _compute(harmonizer, loaded, folder_mode=True),
         lambda job, computed: _save(job, computed, args),
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or (GPU_BATCH if harmonizer.device.type == "cuda" else CPU_BATCH),
         workers=args.workers,
         batch_cost=lambda item: item["tensors"][0].shape[-1] * item["tensors"][0].shape[-2],
         max_cost=BATCH_PIXELS,
