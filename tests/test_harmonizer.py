@@ -13,7 +13,7 @@ from PIL import Image
 from gknet import Harmonizer
 from gknet.config import FullResConfig, InferenceConfig, Normalization
 from gknet.errors import GknetError
-from gknet.harmonizer import EmptyMaskWarning, comparison_image
+from gknet.harmonizer import EmptyMaskWarning
 from gknet.models import build_model
 from gknet.release import save_release
 from tests.conftest import ship_weights, tiny_config
@@ -227,20 +227,6 @@ def test_trace_is_the_harmonized_pass(harmonizer):
     assert inter.size == (32, 32) and inter.output.shape == (1, 3, 32, 32)  # the network resolution
     with pytest.raises(GknetError, match="mask is empty"), pytest.warns(EmptyMaskWarning):
         harmonizer.trace_tensor(comp, torch.zeros_like(mask))
-
-
-def test_comparison_image_panels_and_outline():
-    comp, mask = inputs()
-    harmonized = 255 - comp
-    sheet = comparison_image(Image.fromarray(comp), Image.fromarray(harmonized), Image.fromarray(mask))
-    gap = 2
-    assert sheet.size == (3 * W + 2 * gap, H)
-    arr = np.asarray(sheet)
-    assert np.array_equal(arr[:, :W], comp)
-    assert np.array_equal(arr[:, W + gap : 2 * W + gap], harmonized)
-    third = arr[:, 2 * (W + gap) :]
-    outline = (third == (255, 0, 255)).all(axis=2)
-    assert outline[10, 30] and outline[34, 30] and not outline[20, 35] and not outline[0, 0]
 
 
 def _lalonde_tensors(names) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

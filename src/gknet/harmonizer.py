@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image
 
 from gknet.config import MIN_RESOLUTION, InferenceConfig
 from gknet.data.imageio import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
@@ -34,7 +34,6 @@ from gknet.models import Intermediates
 # One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
 # pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
 MAX_PASS_BYTES = 8e9
-OUTLINE_COLOUR = (255, 0, 255)
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
@@ -359,26 +358,3 @@ def _check_unit_range(x, name: str) -> None:
     if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
         raise GknetError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}] (use uint8 for 0-255 data)")
 
-
-def comparison_image(
-    composite: Image.Image, harmonized: Image.Image, mask: Image.Image, max_side: int = 1024
-) -> Image.Image:
-    """Side-by-side picture: composite | harmonized | harmonized with the mask outline drawn.
-
-    Each panel is shrunk so its longer side is at most ``max_side``; the outline follows the
-    mask at 50 %.
-    """
-    scale = min(1.0, max_side / max(composite.size))
-    size = (max(1, round(composite.width * scale)), max(1, round(composite.height * scale)))
-    left, middle = (
-        rgb_image(im).resize(size, Image.BILINEAR, reducing_gap=3) for im in (composite, harmonized)
-    )
-    fg = mask_image(mask).resize(size, Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
-    outline = ImageChops.difference(fg.filter(ImageFilter.MaxFilter(3)), fg.filter(ImageFilter.MinFilter(3)))
-    right = middle.copy()
-    right.paste(OUTLINE_COLOUR, mask=outline)
-    gap = max(2, size[0] // 100)
-    sheet = Image.new("RGB", (3 * size[0] + 2 * gap, size[1]), (255, 255, 255))
-    for i, panel in enumerate((left, middle, right)):
-        sheet.paste(panel, (i * (size[0] + gap), 0))
-    return sheet
