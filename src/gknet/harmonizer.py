@@ -30,6 +30,7 @@ from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.fullres import resize, transfer_to_full_resolution
 from gknet.models import Intermediates
+from gknet.models.s2am import mid_channels
 
 # One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
 # pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
@@ -41,8 +42,12 @@ def pass_bytes(cfg, resolution: int) -> float:
     """Rough memory of one network pass at ``resolution`` for ModelConfig ``cfg``, in bytes.
 
     The LRE's attention scores (heads x tokens^2 per layer, as the plain attention kernel stores
-    them) plus about eight float maps per feature channel at every level, and the N x N kernels
-    and their unfolded copies at the modulated levels.
+    them) plus about eight float maps per feature channel at every level, the N x N kernels
+    and their unfolded copies at the modulated levels, and the maps of each S2AM block: nine
+    of its 2 x width channels (three channel attentions, the learning block's last conv and
+    norm, four in the blend) and two of its learning block's width (first conv and norm), as
+    counted in a pass (tests/test_harmonizer.py). For configs/gknet_paper.yaml that doubles
+    the finest level's term.
     """
 
     def side(stride: int) -> int:  # feature map side at this stride (the input is padded up)
@@ -50,8 +55,11 @@ def pass_bytes(cfg, resolution: int) -> float:
 
     total = 4.0 * cfg.lre_heads * side(cfg.stride) ** 4 if cfg.use_lre else 0.0
     modulated = range(len(cfg.widths) - cfg.kpb_levels, len(cfg.widths)) if cfg.use_kpb else ()
+    attended = range(cfg.s2am_levels) if cfg.use_s2am else ()  # decoder step i runs at level i
     for level, width in enumerate(cfg.widths):
         per_pixel = width * (8 + (2 * cfg.kernel_size**2 if level in modulated else 0))
+        if level in attended:
+            per_pixel += 9 * 2 * width + 2 * mid_channels(2 * width, cfg.s2am_mid_k)
         total += 4.0 * per_pixel * side(2**level) ** 2
     return total
 
