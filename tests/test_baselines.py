@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from gknet.baselines import BASELINES, _match_values, get_baseline
-from gknet.color import rgb_to_lab
+from gknet.baselines import BASELINES, get_baseline
+from gknet.color import lab_to_rgb, rgb_to_lab
 from gknet.errors import GknetError
+from gknet.histogram_matching import match_quantiles
 
 
 def _scene(seed: int = 0):
@@ -63,16 +64,23 @@ def test_empty_or_full_mask_returns_the_composite(name):
         assert torch.equal(get_baseline(name)(comp, mask), comp)
 
 
-def test_histogram_matching_values_by_hand():
-    # equally sized sets map rank to rank
-    out = _match_values(torch.tensor([3.0, 0.0, 2.0, 1.0]), torch.tensor([40.0, 10.0, 30.0, 20.0]))
-    assert out.tolist() == [40.0, 10.0, 30.0, 20.0]
-    # ties share the CDF value of the tie's upper end: q = 2/3 -> 2nd of 3 sorted refs, q = 1 -> last
-    out = _match_values(torch.tensor([5.0, 5.0, 7.0]), torch.tensor([60.0, 0.0, 30.0]))
-    assert out.tolist() == pytest.approx([30.0, 30.0, 60.0])
-    # more reference values: q = 1/2 -> position 1.0 of 4 sorted refs (1-based 2/4)
-    out = _match_values(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 10.0, 20.0, 30.0]))
-    assert out.tolist() == pytest.approx([10.0, 30.0])
+def test_histogram_baseline_is_lab_histogram_matching_with_ties():
+    # A background of two flat colours (48 pixels in 2 tie groups) under a graded foreground:
+    # the foreground's quantiles fall between the tie groups, where ties decide the output.
+    comp = torch.empty(1, 3, 8, 8)
+    comp[..., :3, :] = torch.tensor([0.8, 0.5, 0.3])[:, None, None]
+    comp[..., 3:6, :] = torch.tensor([0.3, 0.6, 0.7])[:, None, None]
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 6:, :] = 1
+    comp[..., 6:, :] = torch.linspace(0.1, 0.9, 16).view(1, 1, 2, 8)
+    out = get_baseline("histogram")(comp, mask)
+    lab = rgb_to_lab(comp)[0].numpy()
+    fg = mask[0, 0].numpy() > 0.5
+    for c in range(3):
+        lab[c][fg] = match_quantiles(lab[c][fg], lab[c][~fg])
+    expected = torch.where(mask > 0.5, lab_to_rgb(torch.from_numpy(lab)[None]), comp)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert len(torch.unique(out[0, 0][mask[0, 0] > 0.5])) > 2  # interpolated between the two colours
 
 
 def test_unknown_baseline_lists_valid_names():

@@ -13,12 +13,12 @@ from gknet.data.perturbations import (
     histogram_transfer,
     iterative_distribution_transfer,
     make_composite,
-    match_quantiles,
     perturb_foreground,
     perturb_scene,
     quantize,
 )
 from gknet.errors import GknetError
+from gknet.histogram_matching import match_quantiles
 from tests.conftest import require_shared
 
 

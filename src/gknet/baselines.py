@@ -9,7 +9,8 @@ A trained GKNet model follows the same protocol.
 - ``reinhard``: Reinhard et al. 2001 colour transfer in CIE Lab: the foreground's
   per-channel mean and standard deviation are mapped to the background's.
 - ``histogram``: per-channel histogram matching in CIE Lab: each foreground value goes
-  through the foreground's empirical CDF and then the background's inverse CDF.
+  through the foreground's empirical CDF and then the background's inverse CDF
+  (:func:`gknet.histogram_matching.match_quantiles`, scikit-image's algorithm).
 
 An image whose foreground or background is empty is returned unchanged.
 """
@@ -22,6 +23,7 @@ import torch
 
 from gknet.color import lab_to_rgb, masked_mean_std, rgb_to_lab
 from gknet.errors import GknetError
+from gknet.histogram_matching import match_quantiles
 
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,36 +49,17 @@ def reinhard(composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _paste(composite, (lab - fg_mean) / fg_std * bg_std + bg_mean, fg)
 
 
-def _match_values(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Map 1-D ``source`` values through their empirical CDF onto ``reference``'s inverse CDF.
-
-    Same definition as scikit-image's ``match_histograms``: a value whose CDF is q
-    (fraction of source values <= it) maps to the reference's sorted values interpolated
-    at q, where the j-th smallest of n reference values sits at (j + 1) / n. Equal inputs
-    stay equal, and two equally sized sets map rank to rank.
-    """
-    quantile = torch.searchsorted(source.sort().values, source, right=True).to(source.dtype) / source.numel()
-    ref = reference.sort().values
-    pos = (quantile * ref.numel() - 1).clamp(0, ref.numel() - 1)
-    below = pos.floor().long()
-    above = (below + 1).clamp(max=ref.numel() - 1)
-    weight = pos - below.to(pos.dtype)
-    return ref[below] * (1 - weight) + ref[above] * weight
-
-
 def histogram(composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-channel Lab histogram matching of the foreground to the background."""
     fg = mask > 0.5
     lab = rgb_to_lab(composite)
-    matched = lab.clone()
-    for i in range(lab.shape[0]):
-        inside = fg[i, 0]
+    matched = lab.cpu().numpy().copy()
+    for image, inside in zip(matched, fg[:, 0].cpu().numpy(), strict=True):
         if not inside.any() or inside.all():
             continue
-        for c in range(lab.shape[1]):
-            channel = lab[i, c]
-            matched[i, c][inside] = _match_values(channel[inside], channel[~inside])
-    return _paste(composite, matched, fg)
+        for channel in image:
+            channel[inside] = match_quantiles(channel[inside], channel[~inside])
+    return _paste(composite, torch.from_numpy(matched).to(lab), fg)
 
 
 BASELINES: dict[str, Method] = {"composite": composite, "reinhard": reinhard, "histogram": histogram}

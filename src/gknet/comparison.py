@@ -1,8 +1,9 @@
-"""Side-by-side figure of evaluated methods in the layout of the paper's Figure 6.
+"""Comparison pictures: ``gknet harmonize --compare``'s composite | harmonized | outlined, and
+the figure of evaluated methods in the layout of the paper's Figure 6; one mask outline for both.
 
-Rows: the worst, median and best images by one method's fMSE ratio to the composite; columns:
-the composite with the mask outlined, each method's output, the real image; the fMSE of each
-panel under it. The numbers come from the evaluation rows, the pictures from re-running each
+Figure rows: the worst, median and best images by one method's fMSE ratio to the composite;
+columns: the composite with the mask outlined, each method's output, the real image; the fMSE of
+each panel under it. The numbers come from the evaluation rows, the pictures from re-running each
 method on the chosen images at the protocol size.
 """
 
@@ -18,13 +19,13 @@ from PIL import Image, ImageDraw
 
 from gknet.atomic import atomic_path
 from gknet.baselines import Method
-from gknet.data.imageio import to_uint8_array
+from gknet.data.imageio import mask_image, rgb_image, to_uint8_array
 from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
 from gknet.evaluate import Evaluation, prepare_images
 
 _CAPTION, _HEADER, _PAD = 20, 22, 4
-_OUTLINE = (255, 220, 0)
+OUTLINE_COLOUR = (255, 220, 0)
 
 
 def pick_rows(rows: list[dict]) -> list[tuple[str, dict]]:
@@ -52,8 +53,30 @@ def outline(image: np.ndarray, mask: np.ndarray, width: int = 2) -> np.ndarray:
     outside_near = F.max_pool2d(1 - fg, 2 * width + 1, stride=1, padding=width)[0, 0].numpy() > 0
     edge = mask & outside_near
     out = image.copy()
-    out[edge] = _OUTLINE
+    out[edge] = OUTLINE_COLOUR
     return out
+
+
+def comparison_image(
+    composite: Image.Image, harmonized: Image.Image, mask: Image.Image, max_side: int = 1024
+) -> Image.Image:
+    """Side-by-side picture: composite | harmonized | harmonized with the mask's :func:`outline`.
+
+    Each panel is shrunk so its longer side is at most ``max_side``; the outline follows the
+    mask at 50 %.
+    """
+    scale = min(1.0, max_side / max(composite.size))
+    size = (max(1, round(composite.width * scale)), max(1, round(composite.height * scale)))
+    left, middle = (
+        rgb_image(im).resize(size, Image.BILINEAR, reducing_gap=3) for im in (composite, harmonized)
+    )
+    fg = np.asarray(mask_image(mask).resize(size, Image.BILINEAR)) >= 128
+    right = Image.fromarray(outline(np.asarray(middle), fg))
+    gap = max(2, size[0] // 100)
+    sheet = Image.new("RGB", (3 * size[0] + 2 * gap, size[1]), (255, 255, 255))
+    for i, panel in enumerate((left, middle, right)):
+        sheet.paste(panel, (i * (size[0] + gap), 0))
+    return sheet
 
 
 def figure_format(output: str | Path) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image
 
 from gknet.config import MIN_RESOLUTION, InferenceConfig
 from gknet.data.imageio import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
@@ -30,11 +30,11 @@ from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.fullres import resize, transfer_to_full_resolution
 from gknet.models import Intermediates
+from gknet.models.s2am import mid_channels
 
 # One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
 # pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
 MAX_PASS_BYTES = 8e9
-OUTLINE_COLOUR = (255, 0, 255)
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
@@ -42,8 +42,12 @@ def pass_bytes(cfg, resolution: int) -> float:
     """Rough memory of one network pass at ``resolution`` for ModelConfig ``cfg``, in bytes.
 
     The LRE's attention scores (heads x tokens^2 per layer, as the plain attention kernel stores
-    them) plus about eight float maps per feature channel at every level, and the N x N kernels
-    and their unfolded copies at the modulated levels.
+    them) plus about eight float maps per feature channel at every level, the N x N kernels
+    and their unfolded copies at the modulated levels, and the maps of each S2AM block: nine
+    of its 2 x width channels (three channel attentions, the learning block's last conv and
+    norm, four in the blend) and two of its learning block's width (first conv and norm), as
+    counted in a pass (tests/test_harmonizer.py). For configs/gknet_paper.yaml that doubles
+    the finest level's term.
     """
 
     def side(stride: int) -> int:  # feature map side at this stride (the input is padded up)
@@ -51,8 +55,11 @@ def pass_bytes(cfg, resolution: int) -> float:
 
     total = 4.0 * cfg.lre_heads * side(cfg.stride) ** 4 if cfg.use_lre else 0.0
     modulated = range(len(cfg.widths) - cfg.kpb_levels, len(cfg.widths)) if cfg.use_kpb else ()
+    attended = range(cfg.s2am_levels) if cfg.use_s2am else ()  # decoder step i runs at level i
     for level, width in enumerate(cfg.widths):
         per_pixel = width * (8 + (2 * cfg.kernel_size**2 if level in modulated else 0))
+        if level in attended:
+            per_pixel += 9 * 2 * width + 2 * mid_channels(2 * width, cfg.s2am_mid_k)
         total += 4.0 * per_pixel * side(2**level) ** 2
     return total
 
@@ -359,26 +366,3 @@ def _check_unit_range(x, name: str) -> None:
     if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
         raise GknetError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}] (use uint8 for 0-255 data)")
 
-
-def comparison_image(
-    composite: Image.Image, harmonized: Image.Image, mask: Image.Image, max_side: int = 1024
-) -> Image.Image:
-    """Side-by-side picture: composite | harmonized | harmonized with the mask outline drawn.
-
-    Each panel is shrunk so its longer side is at most ``max_side``; the outline follows the
-    mask at 50 %.
-    """
-    scale = min(1.0, max_side / max(composite.size))
-    size = (max(1, round(composite.width * scale)), max(1, round(composite.height * scale)))
-    left, middle = (
-        rgb_image(im).resize(size, Image.BILINEAR, reducing_gap=3) for im in (composite, harmonized)
-    )
-    fg = mask_image(mask).resize(size, Image.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
-    outline = ImageChops.difference(fg.filter(ImageFilter.MaxFilter(3)), fg.filter(ImageFilter.MinFilter(3)))
-    right = middle.copy()
-    right.paste(OUTLINE_COLOUR, mask=outline)
-    gap = max(2, size[0] // 100)
-    sheet = Image.new("RGB", (3 * size[0] + 2 * gap, size[1]), (255, 255, 255))
-    for i, panel in enumerate((left, middle, right)):
-        sheet.paste(panel, (i * (size[0] + gap), 0))
-    return sheet

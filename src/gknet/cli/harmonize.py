@@ -132,8 +132,8 @@ def _compute(harmonizer, loaded: list[dict], folder_mode: bool) -> list[tuple[di
 
 
 def _save(job: tuple, computed: tuple[dict, object], args: argparse.Namespace) -> None:
+    from gknet.comparison import comparison_image
     from gknet.data.imageio import save_image_atomic
-    from gknet.harmonizer import comparison_image
 
     item, tensor = computed
     result = item["tensors"][2](tensor)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from gknet.color import lab_to_rgb, rgb_to_lab
 from gknet.errors import GknetError
+from gknet.histogram_matching import match_quantiles
 
 GRADE_FAMILIES = (
     "white_balance",
@@ -309,18 +310,6 @@ def covariance_transfer(x: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
     u, sv, vt = np.linalg.svd(transform)
     transform = (u * sv.clip(*_COV_GAIN)) @ vt
     return torch.from_numpy(mu_r + transform @ (src - mu_s)).to(x.dtype)
-
-
-def match_quantiles(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """1-D histogram matching: each value of ``source`` goes to the reference value at its quantile.
-
-    Equal source values map to equal outputs (the algorithm of skimage's match_histograms).
-    """
-    values, inverse, counts = np.unique(source, return_inverse=True, return_counts=True)
-    ref_values, ref_counts = np.unique(reference, return_counts=True)
-    quantiles = np.cumsum(counts) / source.size
-    ref_quantiles = np.cumsum(ref_counts) / reference.size
-    return np.interp(quantiles, ref_quantiles, ref_values)[inverse.reshape(-1)]
 
 
 def histogram_transfer(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

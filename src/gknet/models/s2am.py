@@ -50,12 +50,17 @@ def _gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
     return (g[:, None] * g[None, :]).view(1, 1, size, size)
 
 
+def mid_channels(channels: int, mid_k: float) -> int:
+    """Width of the learning block's first conv in an S2AM block on ``channels`` channels."""
+    return max(1, math.ceil(mid_k * channels))
+
+
 class SpatialSeparatedAttention(nn.Module):
     """S2AM block on a decoder map ``x`` [B, C, h, w] with the image mask [B, 1, H, W] in [0, 1]."""
 
     def __init__(self, channels: int, norm: str, mid_k: float = 0.5):
         super().__init__()
-        mid = max(1, math.ceil(mid_k * channels))
+        mid = mid_channels(channels, mid_k)
         self.background = ChannelAttention(channels)
         self.foreground = ChannelAttention(channels)
         self.mix = ChannelAttention(channels)
