@@ -67,7 +67,7 @@ def compute_ratios(results: dict) -> dict:
                 }
             )
     runs = results["folder"].get("runs", [])
-    one = find(runs, batch_size=1, workers=0).get("images_per_s")
+    one = find(runs, batch_size=1, workers=0, backend="torch").get("images_per_s")
     folder_rows = [{**r, "speedup": _ratio(r.get("images_per_s"), one)} for r in runs]
     return {"gknet_vs_unet": model_rows, "op_vs_unfold": op_rows, "folder_vs_one_at_a_time": folder_rows}
 

@@ -35,10 +35,10 @@ SECTIONS = ("inference", "training", "kernel_modulation", "fullres", "end_to_end
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
 # folder mode: (label, batch size, I/O threads, backend); the first is the one-image-at-a-time loop
 FOLDER_RUNS = (
-    ("one at a time", 1, 0, "torch"),
-    ("one at a time + I/O threads (CPU default)", 1, 2, "torch"),
+    ("one at a time (CPU default)", 1, 0, "torch"),
+    ("one at a time + I/O threads", 1, 2, "torch"),
     ("batched + I/O threads (GPU default)", 8, 2, "torch"),
-    ("ONNX Runtime, one at a time + I/O threads", 1, 2, "onnxruntime"),
+    ("ONNX Runtime, one at a time", 1, 0, "onnxruntime"),
 )
 
 FULL = Plan(

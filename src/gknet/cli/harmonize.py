@@ -15,7 +15,9 @@ PROG = "gknet harmonize"
 COMPARE_SUFFIX = "_compare.jpg"
 # Folder-mode batch: a GPU is fed several images per pass; on the CPU a batch of 256 px images
 # runs slower per image than one at a time (the feature maps leave the cache; benchmarks/RESULTS.md).
+# I/O threads likewise help a GPU run but slow a CPU one, where they take cores from torch.
 GPU_BATCH, CPU_BATCH = 8, 1
+GPU_WORKERS, CPU_WORKERS = 2, 0
 BATCH_PIXELS = 2**22  # a folder-mode batch closes at this many full-size pixels (memory bound)
 
 
@@ -71,8 +73,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--workers",
         type=integer(0),
-        default=2,
-        help="folder mode: threads reading and writing files (default: 2)",
+        help=f"folder mode: threads reading and writing files (default: {GPU_WORKERS} on a GPU, "
+        f"{CPU_WORKERS} on the CPU)",
     )
     p.add_argument(
         "--shard",
@@ -203,14 +205,14 @@ def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Na
     failed = [f"{path}: {message}" for path, message in unmatched]
     for line in failed:
         print(f"{PROG}: skipped {line}", file=sys.stderr)
-    done = 0
+    done, on_gpu = 0, harmonizer.device.type == "cuda"
     results = run_batched(
         jobs,
         lambda job: _load(job, harmonizer, args),
         lambda loaded: _compute(harmonizer, loaded, folder_mode=True),
         lambda job, computed: _save(job, computed, args),
-        batch_size=args.batch_size or (GPU_BATCH if harmonizer.device.type == "cuda" else CPU_BATCH),
-        workers=args.workers,
+        batch_size=args.batch_size or (GPU_BATCH if on_gpu else CPU_BATCH),
+        workers=args.workers if args.workers is not None else (GPU_WORKERS if on_gpu else CPU_WORKERS),
         batch_cost=lambda item: item["tensors"][0].shape[-1] * item["tensors"][0].shape[-2],
         max_cost=BATCH_PIXELS,
     )
