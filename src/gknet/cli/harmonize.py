@@ -14,8 +14,9 @@ from gknet.config import MIN_RESOLUTION
 PROG = "gknet harmonize"
 COMPARE_SUFFIX = "_compare.jpg"
 # Folder-mode batch: a GPU is fed several images per pass; on the CPU a batch of 256 px images
-# runs slower per image than one at a time (the feature maps leave the cache; benchmarks/RESULTS.md).
-# I/O threads likewise help a GPU run but slow a CPU one, where they take cores from torch.
+# runs slower per image than one at a time (the feature maps leave the cache). I/O threads
+# likewise help a GPU run but slow a CPU one, where they take cores from torch (measured on
+# 2 cores: benchmarks/README.md, "Reading the results").
 GPU_BATCH, CPU_BATCH = 8, 1
 GPU_WORKERS, CPU_WORKERS = 2, 0
 BATCH_PIXELS = 2**22  # a folder-mode batch closes at this many full-size pixels (memory bound)
@@ -262,6 +263,5 @@ def run(args: argparse.Namespace) -> int:
         if folder_mode:
             return _harmonize_folder(harmonizer, jobs, unmatched, args, shard)
         _save(job, _compute(harmonizer, [_load(job, harmonizer, args)], folder_mode=False)[0], args)
-    out = job[2]
-    print(f"wrote {out}" + (f" and {out.with_name(out.stem + COMPARE_SUFFIX)}" if args.compare else ""))
+    print("wrote " + " and ".join(str(path) for path in _outputs(job[2], args)))
     return 0
