@@ -119,6 +119,7 @@ def test_frozen_and_override():
         ("train.warmup_steps=-1", "train.warmup_steps must be an integer >= 0"),
         ("train.eps=0", "train.eps must be a finite number in (0, inf)"),
         ("train.betas=[0.9,1.5]", "train.betas[1] must be a finite number in [0, 1)"),
+        ("train.ema_decay=1", "train.ema_decay must be a finite number in [0, 1)"),
         ("train.crop_scale=[0.8,0.5]", "train.crop_scale[1] must be a finite number in [0.8, 1]"),
         ("train.max_minutes=-1", "train.max_minutes must be a finite number in [0, inf)"),
         ("train.seed=-1", "train.seed must be an integer >= 0"),

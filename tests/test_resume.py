@@ -33,9 +33,11 @@ def _wait_for(path, proc, timeout=120.0):
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     root = write_triplet_folder(tmp_path / "data", count=12, size=40)
-    # Cosine + warmup (scheduler state matters), validation in the middle, many epochs of 4 steps.
+    # Cosine + warmup (scheduler state matters), a weight average, validation in the middle, many
+    # epochs of 4 steps.
     cfg = tiny_train_config(
-        root, max_steps=STEPS, schedule="cosine", warmup_steps=5, val_every=10, ckpt_every=4, log_every=3
+        root, max_steps=STEPS, schedule="cosine", warmup_steps=5, val_every=10, ckpt_every=4, log_every=3,
+        ema_decay=0.9,
     )
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(to_dict(cfg)))
@@ -65,6 +67,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
         assert resumed_state[key] == reference_state[key], key
     resumed, expected = checkpoint_tensors(resumed_state), checkpoint_tensors(reference_state)
     assert resumed.keys() == expected.keys() and any(k.endswith("exp_avg_sq") for k in resumed)
+    assert any(k.startswith("ema.") for k in resumed) and resumed_state["ema"]["updates"] == STEPS
     worst = max((resumed[k].double() - expected[k].double()).abs().max().item() for k in expected)
     assert worst <= 1e-6, worst
 

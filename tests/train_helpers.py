@@ -49,8 +49,11 @@ def tiny_train_config(data_root: Path, model_overrides: dict | None = None, **tr
 
 
 def checkpoint_tensors(state: dict) -> dict[str, torch.Tensor]:
-    """Every model parameter/buffer and every optimiser state tensor of a training state, by name."""
+    """Every model parameter/buffer, weight-average tensor and optimiser state tensor of a training
+    state, by name."""
     tensors = {f"model.{k}": v for k, v in state["model"].items()}
+    if state.get("ema"):
+        tensors |= {f"ema.{k}": v for k, v in state["ema"]["model"].items()}
     for pid, slots in state["optimizer"]["state"].items():
         for key, value in slots.items():
             tensors[f"optimizer.{pid}.{key}"] = torch.as_tensor(value)

@@ -151,6 +151,9 @@ class TrainConfig:
     # Fine-tuning: start from these release weights ("default" = the shipped ones) instead of
     # a random init; the optimiser and schedule start fresh. Ignored when resuming a run.
     init_weights: str = ""
+    # Validate, keep and export a moving average of the weights (gknet.training.ema) with this
+    # decay, e.g. 0.999 (an average over about the last 1,000 steps); 0 = the weights themselves.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -164,6 +167,7 @@ class TrainConfig:
             _real(f"train.{name}", getattr(self, name), 0)
         for i, beta in enumerate(self.betas):
             _real(f"train.betas[{i}]", beta, 0, 1)
+        _real("train.ema_decay", self.ema_decay, 0, 1)
         low, high = self.crop_scale
         _real("train.crop_scale[0]", low, 0, 1, open_low=True, open_high=False)
         _real("train.crop_scale[1]", high, low, 1, open_high=False)

@@ -35,6 +35,7 @@ from gknet.device import resolve_device
 from gknet.errors import GknetError
 from gknet.losses import fn_mse_loss
 from gknet.metrics import image_metrics
+from gknet.training.ema import WeightAverage
 from gknet.training.log import RunLog
 from gknet.training.state import load_state, restore_rng_states, rng_states, save_state
 
@@ -228,13 +229,18 @@ class _Trainer:
         self.elapsed_before = 0.0
 
         path = _resume_path(resume, out_dir)
+        average = None
         if path is not None:
-            self._load(path)
+            average = self._load(path)
         else:
             if resume is not None and self.dist.main:
                 tqdm.write(f"no checkpoint in {out_dir / 'ckpt'}: starting a new run")
             if tc.init_weights:
                 self._init_from(tc.init_weights)
+        # Started from the (loaded) weights; a resumed run continues its stored average.
+        self.ema = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
+        if self.ema is not None and average is not None:
+            self.ema.load_state_dict(average)
         if tc.schedule == "cosine" and tc.max_minutes and not tc.max_steps and self.dist.main:
             tqdm.write(
                 f"warning: the cosine schedule spans {self.total_steps} steps (train.epochs); with a "
@@ -262,6 +268,7 @@ class _Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -292,7 +299,8 @@ class _Trainer:
         if self.dist.main:
             tqdm.write(f"initialised from {source}")
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path) -> dict | None:
+        """Restore a run from ``path``; returns its weight average's state (None without one)."""
         state = load_state(path, map_location=self.device)
         if state["config"]["model"] != to_dict(self.cfg)["model"]:
             raise GknetError(f"{path} was trained with a different model config; resume with its config")
@@ -313,6 +321,7 @@ class _Trainer:
         if self.dist.main:
             where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
             tqdm.write(f"resumed from {path} at {where}")
+        return state.get("ema")
 
     def _elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
@@ -335,11 +344,12 @@ class _Trainer:
     def _validate(self) -> None:
         paused = time.monotonic()
         if self.dist.main:
-            self.last_val = validate(self.model, self.val_loader, self.device, self.amp_dtype)
+            model = self.ema.model if self.ema is not None else self.model
+            self.last_val = validate(model, self.val_loader, self.device, self.amp_dtype)
             record = {"step": self.step, "epoch": self.epoch, "val": self.last_val}
             score = self.last_val["fmse"]
             if self.real_val is not None:
-                self.last_real = record["real_val"] = self.real_val(self.model, self.device)
+                self.last_real = record["real_val"] = self.real_val(model, self.device)
                 score = self.last_real["score"]
             self.log.write(record)
             if not math.isfinite(score):
@@ -367,6 +377,8 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss.detach()
 
     def _stop_if_diverged(self, loss: torch.Tensor) -> None:
@@ -507,15 +519,17 @@ def config_from_checkpoint(path: str | Path) -> tuple[Config, str | None]:
 
 def checkpoint_model(checkpoint: str | Path):
     """(model in eval mode, its Config, the loaded state, the inference settings of its release)
-    of a training checkpoint."""
+    of a training checkpoint: its weight average when the run kept one (train.ema_decay), which is
+    what it validated."""
     from gknet.models import build_model
     from gknet.release import check_finite
 
     state = load_state(checkpoint)
     cfg = _stored_config(state, checkpoint)
-    check_finite(state["model"], f"checkpoint {checkpoint}")
+    weights = state["ema"]["model"] if state.get("ema") else state["model"]
+    check_finite(weights, f"checkpoint {checkpoint}")
     model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(weights)
     inference = InferenceConfig(train_size=cfg.train.image_size, normalization=model.normalization)
     return model.eval(), cfg, state, inference
 
@@ -536,6 +550,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: boo
     meta = {
         "step": state["step"],
         "epoch": state["epoch"],
+        "weights": "moving average" if state.get("ema") else "last step",
         "val": state["val"],
         "real_val": state.get("real_val"),
         "best_score": best_score,
