@@ -17,7 +17,7 @@ import torch
 
 def ema_decay_at(decay: float, updates: int) -> float:
     """The decay of update number ``updates`` (1-based): ``min(decay, (1 + n) / (10 + n))``, so the
-    first updates follow the weights quickly instead of remembering the initial ones for ~1/(1-decay) steps."""
+    first updates follow the weights instead of remembering the initial ones for ~1/(1-decay) steps."""
     return min(decay, (1 + updates) / (10 + updates))
 
 
