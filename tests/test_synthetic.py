@@ -266,3 +266,24 @@ def test_sample_can_force_the_edit():
     assert torch.equal(again["composite"], item["composite"])
     with pytest.raises(GknetError, match="edit mix"):
         SyntheticComposites(_photos(), "val", mode_probs={"sideways": 1.0})
+
+
+def test_the_config_edit_mix_reaches_the_training_data():
+    from dataclasses import replace
+
+    from gknet.config import DataConfig, TrainConfig
+    from gknet.training.data import build_datasets
+
+    only = "exposure_gamma"
+    data = DataConfig(
+        root=str(_photos()), val_size=6,
+        edit_modes={"scene": 0, "both": 0},  # object edits only
+        edit_families={f: 0 for f in FAMILIES if f != only},
+    )
+    train_set, val_set = build_datasets(data, replace(TrainConfig(), image_size=32))
+    for ds in (train_set, val_set):
+        for i in range(6):
+            _, info = ds.sample(i)
+            assert info["mode"] == "object" and info["object"]["families"] == [only]
+    default, _ = build_datasets(replace(data, edit_modes={}, edit_families={}), TrainConfig(image_size=32))
+    assert len({default.sample(i)[1]["mode"] for i in range(30)}) == 3

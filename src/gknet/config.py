@@ -37,6 +37,19 @@ def _real(where: str, value: float, low: float, high: float = math.inf, open_low
         raise ConfigError(f"{where} must be a finite number in {interval}, got {value!r}")
 
 
+def _weights(where: str, value: Any, names: tuple[str, ...]) -> None:
+    """A mapping from some of ``names`` to finite numbers >= 0."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping such as {{{names[0]}: 1.0}}, got {value!r}")
+    unknown = sorted(str(k) for k in set(value) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(names)})")
+    for name, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{where}.{name} must be a number, got {weight!r}")
+        _real(f"{where}.{name}", weight, 0)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # U-Net backbone: one encoder level per width; level i runs at stride 2**i.
@@ -118,6 +131,10 @@ class DataConfig:
     # validation, and the best checkpoint is the one with the lowest mean fMSE ratio on them.
     real_val: str = ""
     real_val_subsets: tuple[str, ...] = ("HAdobe5k", "HFlickr", "Hday2night")
+    # The synthetic generator's edit mix (docs/synthetic.md), as changes to its defaults: a weight
+    # per edit mode (object / scene / both) and per object-edit family; 0 leaves one out.
+    edit_modes: dict[str, float] = field(default_factory=dict)
+    edit_families: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):
@@ -125,6 +142,11 @@ class DataConfig:
         _real("data.val_fraction", self.val_fraction, 0, 1, open_low=True)
         for name in ("val_size", "seed", "workers"):
             _integer(f"data.{name}", getattr(self, name), 0)
+        if self.edit_modes or self.edit_families:
+            from gknet.data.perturbations import FAMILIES, MODE_PROBS  # torch: only when a mix is set
+
+            _weights("data.edit_modes", self.edit_modes, tuple(MODE_PROBS))
+            _weights("data.edit_families", self.edit_families, FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -329,5 +351,9 @@ def override(cfg: Config, assignments: list[str]) -> Config:
             raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=3e-4")
         if name not in data[section]:
             raise ConfigError(f"unknown key in override {item!r}: {section} has no {name!r}")
-        data[section][name] = yaml.safe_load(raw)
+        try:
+            data[section][name] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({reason})") from None
     return from_dict(Config, data)

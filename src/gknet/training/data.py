@@ -115,9 +115,14 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
     if not root.is_dir():
         raise GknetError(f"data.root is not a directory: {root}")
     if data.source == "synthetic":
+        from gknet.data.perturbations import FAMILY_WEIGHTS, MODE_PROBS
         from gknet.data.synthetic import SyntheticComposites
 
-        common = {"image_size": train.image_size, "val_fraction": data.val_fraction, "seed": data.seed}
+        common = {
+            "image_size": train.image_size, "val_fraction": data.val_fraction, "seed": data.seed,
+            "mode_probs": {**MODE_PROBS, **data.edit_modes},
+            "family_weights": {**FAMILY_WEIGHTS, **data.edit_families},
+        }
         fit = SyntheticComposites(root, "train", crop_scale=train.crop_scale, hflip=train.hflip, **common)
         val = SyntheticComposites(root, "val", limit=data.val_size, **common)
         return fit, val
