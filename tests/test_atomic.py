@@ -63,6 +63,16 @@ def test_stale_temporaries_of_the_named_targets_are_removed(tmp_path):
     assert remove_stale_temporaries(tmp_path / "missing") == 0
 
 
+def test_an_age_limit_spares_the_temporaries_of_live_writers(tmp_path):
+    old, fresh = temporary_path(tmp_path / "a.png"), temporary_path(tmp_path / "b.png")
+    for path in (old, fresh):
+        path.write_bytes(b"partial")
+    hours_ago = os.stat(old).st_mtime - 7200
+    os.utime(old, (hours_ago, hours_ago))
+    assert remove_stale_temporaries(tmp_path, older_than_s=3600) == 1
+    assert list(tmp_path.iterdir()) == [fresh]
+
+
 def test_check_writable_tries_the_location(tmp_path, readonly_dir):
     folder = tmp_path / "here"
     folder.mkdir()

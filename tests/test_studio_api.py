@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ pytest.importorskip("httpx", reason="httpx (FastAPI's test client) is not instal
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from gknet.atomic import temporary_path  # noqa: E402
 from gknet.cli import main  # noqa: E402
 from gknet.models import build_model  # noqa: E402
 from gknet.release import save_release  # noqa: E402
@@ -224,7 +226,12 @@ def test_study_pairs_votes_and_scores_persist(tmp_path, client, study_dir, harmo
     np.testing.assert_array_equal(np.asarray(Image.open(cached)), np.asarray(expected))
     assert (tmp_path / "studio_cache" / "reinhard" / "a.png").is_file()
 
-    # a fresh app on the same file (as after a killed server) sees every vote
+    # a fresh app on the same file (as after a killed server) sees every vote, and removes the
+    # cache temporaries a killed server left (an hour old), not those of a live one
+    left_behind, live = (temporary_path(cached.with_name(n)) for n in ("b.png", "c.png"))
+    for path in (left_behind, live):
+        path.write_bytes(b"partial")
+    os.utime(left_behind, (left_behind.stat().st_mtime - 7200,) * 2)
     votes = StudyDB(tmp_path / "studio.sqlite").votes()
     assert len(votes) == 24 and all(v.session == SESSION and v.winner in (v.left, v.right) for v in votes)
     with TestClient(
@@ -239,6 +246,7 @@ def test_study_pairs_votes_and_scores_persist(tmp_path, client, study_dir, harmo
             assert row["low"] <= row["score"] <= row["high"]
         rows = list(csv.DictReader(io.StringIO(again.get("/api/votes.csv").text)))
         assert [r["winner"] for r in rows] == [v.winner for v in votes]
+    assert not left_behind.exists() and live.exists()
 
 
 def test_bad_votes(client):

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -47,21 +48,28 @@ def _create_temporary(path: Path) -> Path:
             continue
 
 
-def remove_stale_temporaries(folder: str | Path, names: Iterable[str] | None = None) -> int:
+def remove_stale_temporaries(
+    folder: str | Path, names: Iterable[str] | None = None, older_than_s: float = 0.0
+) -> int:
     """Delete the temporaries that killed runs left in ``folder``: those of the targets ``names``,
     or every one of ours when None. Returns how many were removed.
 
-    Only for outputs this process is about to write: a live writer's temporary would go too.
+    Only for outputs this process is about to write: a live writer's temporary would go too,
+    unless ``older_than_s`` spares those modified within that many seconds (for folders that
+    several processes write, such as the studio's cache).
     """
     prefixes = None if names is None else {_prefix(name) for name in names}
     try:
         entries = list(os.scandir(folder))
     except OSError:  # no folder yet, or none we may list: nothing of ours to clean
         return 0
-    removed = 0
+    removed, now = 0, time.time()
     for entry in entries:
         match = _TEMPORARY.fullmatch(entry.name)
         ours = match and (prefixes is None or match["prefix"] in prefixes)
+        if ours and older_than_s:
+            with suppress(OSError):
+                ours = now - entry.stat(follow_symlinks=False).st_mtime > older_than_s
         if ours and entry.is_file(follow_symlinks=False):
             with suppress(OSError):
                 os.unlink(entry.path)

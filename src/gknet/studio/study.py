@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from gknet.atomic import remove_stale_temporaries
 from gknet.baselines import BASELINES, get_baseline
 from gknet.data import FolderDataset, match_by_stem
 from gknet.data.imageio import load_rgb, save_image_atomic, to_pil_image, to_tensor_image
@@ -35,6 +36,9 @@ ImageMethod = Callable[[Image.Image, Image.Image], Image.Image]
 MODEL_METHOD = "gknet"
 BUILTIN_METHODS = (*BASELINES, MODEL_METHOD)
 DEFAULT_METHODS = ("composite", "reinhard", MODEL_METHOD)
+# A cache PNG is written in well under a second: a temporary untouched this long was left by a
+# studio killed mid-write (the cache may be shared by several live studios).
+STALE_TEMPORARY_S = 3600.0
 
 
 class UnavailableResult(GknetError):
@@ -104,6 +108,8 @@ class StudySet:
         # Results of a different model must not be served from the cache of another one.
         tag = f"-{model_tag}" if model_tag else ""
         self._cache_names = {name: name + tag if name == MODEL_METHOD else name for name in self.methods}
+        for name in self._cache_names.values():  # left by studios killed mid-write, not by live ones
+            remove_stale_temporaries(self.cache_dir / name, older_than_s=STALE_TEMPORARY_S)
         self._lock = threading.Lock()
         self._unavailable: set[tuple[str, str]] = set()
 
