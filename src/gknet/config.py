@@ -11,6 +11,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,18 @@ def _real(where: str, value: float, low: float, high: float = math.inf, open_low
         raise ConfigError(f"{where} must be a finite number in {interval}, got {value!r}")
 
 
+def _reject_unknown(where: str, mapping: dict, allowed: Sequence[str]) -> None:
+    """ConfigError naming the keys of ``mapping`` that are not in ``allowed`` (listed in that order)."""
+    unknown = sorted(str(k) for k in set(mapping) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+
+
 def _weights(where: str, value: Any, names: tuple[str, ...]) -> None:
     """A mapping from some of ``names`` to finite numbers >= 0."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a mapping such as {{{names[0]}: 1.0}}, got {value!r}")
-    unknown = sorted(str(k) for k in set(value) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(names)})")
+    _reject_unknown(where, value, names)
     for name, weight in value.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ConfigError(f"{where}.{name} must be a number, got {weight!r}")
@@ -282,11 +288,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        allowed = ", ".join(sorted(names))
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {allowed})")
+    _reject_unknown(where, data, sorted(f.name for f in dataclasses.fields(cls)))
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
 
