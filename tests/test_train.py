@@ -230,6 +230,35 @@ def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
         train(replace(other, train=replace(other.train, init_weights=str(release))), tmp_path / "bad")
 
 
+def test_init_weights_may_switch_between_batch_and_group_norm(tmp_path):
+    from dataclasses import replace
+
+    from gknet.errors import GknetError
+    from gknet.release import save_release
+
+    root = write_triplet_folder(tmp_path / "data", count=12, size=40)
+    cfg = tiny_train_config(root, model_overrides={"norm": "batch"}, max_steps=1, lr=0.0)
+    torch.manual_seed(7)
+    source = build_model(cfg.model)
+    with torch.no_grad():  # affine parameters no fresh layer would have
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    release = save_release(source, cfg.model, tmp_path / "bn.safetensors")
+    group = replace(cfg, model=replace(cfg.model, norm="group"))
+    train(replace(group, train=replace(group.train, init_weights=str(release))), tmp_path / "gn")
+    trained = load_state(tmp_path / "gn" / "ckpt" / "last.pt")["model"]
+    kept = {k: v for k, v in source.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert set(trained) == set(kept)  # group norm has no running statistics
+    for name, value in kept.items():  # lr 0: convolutions and affine parameters carried over
+        assert torch.equal(trained[name], value), name
+
+    plain = replace(cfg, model=replace(cfg.model, norm="none"))
+    with pytest.raises(GknetError, match="batch <-> group norm"):
+        train(replace(plain, train=replace(plain.train, init_weights=str(release))), tmp_path / "bad")
+
+
 def test_real_validation_selects_the_best_checkpoint(tmp_path):
     import dataclasses
 

@@ -18,7 +18,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ from gknet.training.state import load_state, restore_rng_states, rng_states, sav
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Test hook: when set, every rank saves its final parameters to DIR/rank<R>.pt.
 DUMP_PARAMS_ENV = "GKNET_TRAIN_DUMP_PARAMS"
+# train.init_weights may change model.norm between these (their layers share weight and bias)
+NORMS_WITH_AFFINE = {"batch", "group"}
+BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass(frozen=True)
@@ -290,14 +293,23 @@ class _Trainer:
 
         source = weights_path(weights)
         released, model_cfg, _ = load_release(source)
-        if model_cfg != self.cfg.model:
+        old, new = model_cfg.norm, self.cfg.model.norm
+        if replace(model_cfg, norm=new) != self.cfg.model or (old != new and {old, new} - NORMS_WITH_AFFINE):
             raise GknetError(
                 f"train.init_weights {source} holds another architecture than the config's model "
-                "section; fine-tuning needs the same model settings (see its .json)"
+                "section; fine-tuning needs the same model settings, except batch <-> group norm "
+                "(see its .json)"
             )
-        self.model.load_state_dict(released.state_dict())
+        weights = released.state_dict()
+        if old != new:
+            # Batch and group norm layers share their affine parameters; BatchNorm's running
+            # statistics have no counterpart (dropped, or started fresh).
+            weights = {k: v for k, v in weights.items() if not k.endswith(BN_STATISTICS)}
+        missing, unexpected = self.model.load_state_dict(weights, strict=old == new)
+        assert not unexpected and all(k.endswith(BN_STATISTICS) for k in missing), (missing, unexpected)
         if self.dist.main:
-            tqdm.write(f"initialised from {source}")
+            change = f" ({old} norm -> {new} norm)" if old != new else ""
+            tqdm.write(f"initialised from {source}{change}")
 
     def _load(self, path: Path) -> dict | None:
         """Restore a run from ``path``; returns its weight average's state (None without one)."""
