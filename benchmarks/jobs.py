@@ -1,4 +1,4 @@
-"""What the benchmarks measure: one function per measurement, each run in its own child process.
+"""What the benchmarks measure: one function per measurement, run in its own child processes.
 
 Every ``job_*`` takes the :class:`~benchmarks.measure.Plan` plus its own labels and returns
 a dict of numbers (see benchmarks/README.md for what each one means).

@@ -1,4 +1,4 @@
-"""How the benchmarks measure: median times, peak memory, one child process per measurement."""
+"""How the benchmarks measure: median times and peak memory, each in its own child process."""
 
 from __future__ import annotations
 
@@ -25,15 +25,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-# Memory pass: every allocation over 128 KiB is mapped and returned on free, so the peak does not
-# depend on what ran before (by default the threshold drifts with the history and freed blocks
-# stay resident: the same measurement differed by 2x between runs). Timing that way is slow (each
-# tensor faults its pages in again: 110 vs 64-69 ms for gknet_small at 256 px), so the timed calls
-# run first under glibc's own behaviour, and afterwards the threshold is set to where glibc's
-# drifting one ends up (its 64-bit maximum; once set it no longer drifts).
+# Time and memory are taken in separate child processes (see isolated), each under its own
+# allocator setting from its start. Memory pass: every allocation over 128 KiB is mapped and
+# returned on free, so the peak does not depend on what ran before (with glibc's drifting
+# threshold freed blocks stay resident: the same measurement differed by 2x between runs).
+# Timing that way is slow (each tensor faults its pages in again: 110 vs 64-69 ms for
+# gknet_small at 256 px), so the time pass fixes the threshold at 32 MiB, where glibc's own
+# drifting one ends up, and keeps it from drifting during the measurement.
 MEMORY_MMAP_THRESHOLD = 128 * 1024
 TIMING_MMAP_THRESHOLD = 32 * MIB
 CHILD_TIMEOUT_S = 3600
+MEMORY_PASS = False  # set in the child of a memory pass: measure() then takes the peak only
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,19 @@ def _start_memory_window() -> int:
 
 
 def measure(call, plan: Plan) -> dict:
-    """Median time of ``call``, then the resident memory one more call adds at its peak.
+    """Median time of ``call`` in a time pass; in a memory pass (MEMORY_PASS), the resident memory
+    one call adds at its peak, after one warm-up call.
 
     The first warm-up call faults in code and builds one-time caches; the second calibrates
     how many calls make one sample, and counts as the first sample if it alone lasts
-    ``plan.sample_s``. Memory is measured in a separate call (see MEMORY_MMAP_THRESHOLD).
+    ``plan.sample_s``.
     """
     call()
+    if MEMORY_PASS:
+        before = _start_memory_window()
+        call()
+        peak = _peak_rss()
+        return {"peak_mib": max(peak - before, 0) / MIB, "process_peak_mib": peak / MIB}
     start = time.perf_counter()
     call()
     first = time.perf_counter() - start
@@ -112,18 +120,11 @@ def measure(call, plan: Plan) -> dict:
         for _ in range(loops):
             call()
         samples.append((time.perf_counter() - t0) / loops)
-    _mmap_threshold(MEMORY_MMAP_THRESHOLD)
-    before = _start_memory_window()
-    call()
-    peak = _peak_rss()
-    _mmap_threshold(TIMING_MMAP_THRESHOLD)
     return {
         "median_s": statistics.median(samples),
         "min_s": min(samples),
         "runs": len(samples),
         "loops": loops,
-        "peak_mib": max(peak - before, 0) / MIB,
-        "process_peak_mib": peak / MIB,
         "threads": torch.get_num_threads(),
     }
 
@@ -160,7 +161,10 @@ def time_process(command: list[str], runs: int, env: dict | None = None) -> dict
     return {"median_s": statistics.median(samples), "runs": runs, "peak_rss_mib": max(peaks) / MIB}
 
 
-def _child(conn, job, kwargs) -> None:
+def _child(conn, job, kwargs, memory: bool) -> None:
+    global MEMORY_PASS
+    MEMORY_PASS = memory
+    _mmap_threshold(MEMORY_MMAP_THRESHOLD if memory else TIMING_MMAP_THRESHOLD)
     try:
         conn.send(("ok", job(**kwargs)))
     except BaseException:  # report every failure to the parent instead of dying silently
@@ -169,16 +173,17 @@ def _child(conn, job, kwargs) -> None:
         conn.close()
 
 
-def isolated(job, **kwargs) -> dict:
+def isolated(job, memory: bool = False, **kwargs) -> dict:
     """Run ``job(**kwargs)`` in a fresh child process: its result dict, or ``{"error": ...}``.
 
-    fork is cheap (torch is imported once, in the parent, which runs no torch op itself).
+    ``memory``: a memory pass (see MEMORY_PASS). fork is cheap (torch is imported once, in
+    the parent, which runs no torch op itself).
     """
     ctx = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(sender, job, kwargs))
+    proc = ctx.Process(target=_child, args=(sender, job, kwargs, memory))
     proc.start()
     sender.close()
     status, value = "error", f"no result after {CHILD_TIMEOUT_S} s"
@@ -191,6 +196,16 @@ def isolated(job, **kwargs) -> dict:
     proc.kill()  # only does something after a timeout
     proc.join()
     return value if status == "ok" else {"error": value}
+
+
+def merged(timed: dict, memory: dict) -> dict:
+    """A time pass's result with a memory pass's peaks added (nested dicts merged key by key;
+    where both passes report a value, e.g. an export time, the time pass's is kept)."""
+    out = {**memory, **timed}
+    for key, value in timed.items():
+        if isinstance(value, dict) and isinstance(memory.get(key), dict):
+            out[key] = merged(value, memory[key])
+    return out
 
 
 def _cpu_model() -> str:

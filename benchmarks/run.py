@@ -7,8 +7,9 @@ Usage (from the repository root, with the venv's python)::
 Writes RESULTS.md, RESULTS.json and time_vs_megapixels.png. Only a full run (no --quick,
 no --only) writes to benchmarks/ by default, replacing the published results; any other
 run goes to outputs/benchmarks/ unless --out says otherwise. Every measurement runs in its
-own child process, so its peak memory is that process's resident high-water mark and
-nothing leaks from one measurement into the next. See benchmarks/README.md.
+own child processes, one timed and one for its peak memory (that process's resident
+high-water mark), so nothing leaks from one measurement into the next, nor from the timed
+calls into the peak. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks import jobs as J
-from benchmarks.measure import REPO, Plan, isolated, machine_info
+from benchmarks.measure import REPO, Plan, isolated, machine_info, merged
 from benchmarks.report import VERDICT, compute_ratios, compute_targets, write_outputs
 from gknet.data.iharmony4 import IHarmony4
 from gknet.errors import GknetError
@@ -32,6 +33,8 @@ UNPUBLISHED = REPO / "outputs" / "benchmarks"
 DEFAULT_EXAMPLE = REPO.parent / "shared" / "examples" / "iharmony4_mini"
 DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "lalonde_composites"
 SECTIONS = ("inference", "training", "kernel_modulation", "fullres", "end_to_end", "onnx", "folder")
+# sections whose jobs take a peak memory (measure()): they run a second time, in a memory pass
+MEMORY_SECTIONS = ("inference", "training", "kernel_modulation", "fullres", "onnx")
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
 # folder mode: (label, batch size, I/O threads, backend); the first is the one-image-at-a-time loop
 FOLDER_RUNS = (
@@ -132,6 +135,8 @@ def run(plan: Plan, example: Path, folder: Path, quick: bool, only=SECTIONS) -> 
         jobs(plan, example, folder, only), desc="benchmarks", unit="item"
     ):
         measured = isolated(job, plan=plan, **kwargs)
+        if section in MEMORY_SECTIONS:  # peaks from a fresh process, not the timed one's heap
+            measured = merged(measured, isolated(job, memory=True, plan=plan, **kwargs))
         if section == "folder":
             results["folder"].pop("skipped", None)
             results["folder"].setdefault("runs", []).append({**labels, **measured})

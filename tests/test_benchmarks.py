@@ -11,13 +11,17 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from benchmarks import measure as measure_module
 from benchmarks import run as bench
+from benchmarks.measure import isolated, measure, merged
 from benchmarks.report import compute_targets, render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,3 +205,21 @@ def test_only_a_full_run_replaces_the_published_results(tmp_path):
     assert bench.output_dir(tmp_path, partial=True) == tmp_path
     only_training = bench.jobs(bench.QUICK, tmp_path / "absent", tmp_path, only=("training",))
     assert [section for section, *_ in only_training] == ["training"] * 2
+
+
+def _probe(plan) -> dict:
+    """A call that holds 16 MiB at its peak (one tensor, every page written)."""
+    return {"probe": measure(lambda: torch.ones(2, 2**21).sum(), plan), "label": "probe"}
+
+
+def test_time_and_memory_come_from_separate_processes():
+    plan = replace(bench.QUICK, repeats=2, sample_s=0.0)
+    timed = isolated(_probe, plan=plan)["probe"]
+    assert set(timed) == {"median_s", "min_s", "runs", "loops", "threads"} and timed["runs"] == 2
+    memory = isolated(_probe, memory=True, plan=plan)["probe"]
+    assert set(memory) == {"peak_mib", "process_peak_mib"}
+    assert 15.5 <= memory["peak_mib"] <= 24 and memory["process_peak_mib"] > memory["peak_mib"]
+    assert not measure_module.MEMORY_PASS  # the parent is never a memory pass
+    both = merged({"probe": timed, "label": "probe"}, {"probe": memory, "label": "other"})
+    assert both == {"probe": {**timed, **memory}, "label": "probe"}
+    assert merged({"a": 1}, {"error": "x"}) == {"a": 1, "error": "x"}  # a failed pass shows
