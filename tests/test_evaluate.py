@@ -11,6 +11,7 @@ from gknet.baselines import reinhard
 from gknet.cli import main
 from gknet.data import IHarmony4
 from tests.conftest import ship_weights
+from tests.train_helpers import write_iharmony4_tree
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MINI = SHARED / "examples" / "iharmony4_mini"
@@ -296,3 +297,22 @@ def test_real_val_subsets_beyond_the_four_are_evaluated(tmp_path):
     assert "## Other subsets (not in the paper)" in report and "| RainNet_examples PSNR↑ |" in report
     fmse = results["ratio_to_composite"]["subsets"]["RainNet_examples"]["fmse_ratio"]
     assert f"×{fmse:.3f}" in report.split("## Other subsets")[1].split("## Table 2")[0]
+
+
+def test_several_methods_get_a_paired_comparison_against_the_first(tmp_path, capsys):
+    root = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 3, "Hday2night": 2})
+    out = tmp_path / "ev"
+    args = ["evaluate", "--data-root", str(root), "--baseline", "composite", "--baseline", "reinhard"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "paired comparison against composite" in printed and f"wrote {out / 'paired.md'}" in printed
+    text = (out / "paired.md").read_text()
+    results = json.loads((out / "reinhard" / "results.json").read_text())
+    for subset in ("HFlickr", "Hday2night"):
+        ratio = results["ratio_to_composite"]["subsets"][subset]["fmse_ratio"]
+        assert f"| {subset} | {results['subsets'][subset]['n']} | 1.000 | {ratio:.3f} |" in text
+    assert "| ALL | 5 | 1.000 |" in text
+    # one method: nothing to compare
+    single = tmp_path / "one"
+    assert main(["evaluate", "--data-root", str(root), "--baseline", "reinhard", "--out", str(single)]) == 0
+    assert not (single / "paired.md").exists()

@@ -202,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
         remove_stale_temporaries(figure.parent, [figure.name])
     if args.out:
         prepare_out_dir(args.out)
+    paired = _root(args.out) / "paired.md" if len(args.methods) > 1 and shard is None else None
+    if paired:
+        check_writable(paired)
+        remove_stale_temporaries(paired.parent, [paired.name])
     device = resolve_device(args.device, local_rank())  # under torchrun: this process's GPU
     dataset, source = _dataset(args)
     record = None
@@ -227,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
         run.shard = record
         status = max(status, _report(run, write_outputs(run, out)))
         runs.append(run)
+    if paired:
+        _write_paired(runs, paired)
     if args.figure:
         from gknet.comparison import comparison_figure
 
@@ -235,11 +241,39 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _root(out: str | None):
+    """--out, or outputs/evaluate."""
+    from pathlib import Path
+
+    return Path(out or Path("outputs") / "evaluate")
+
+
+def _write_paired(runs: list, path) -> None:
+    """Each later method against the first on the images both scored: print it, write ``path``."""
+    from gknet.atomic import write_atomic
+    from gknet.paired import DRAWS, paired_comparison, render_paired
+
+    reference = runs[0]
+    sections = [f"# Paired comparison against {reference.method}\n"]
+    print(f"paired comparison against {reference.method} (P(better): share of {DRAWS:,} bootstrap draws)")
+    for run in runs[1:]:
+        if not (run.rows and reference.rows):
+            continue
+        comparison = paired_comparison(reference.rows, run.rows)
+        sections.append(render_paired(reference.method, run.method, comparison))
+        for subset, row in comparison.items():
+            p = "-" if row["p_better"] is None else f"{row['p_better']:.2f}"
+            print(
+                f"  {run.method} {subset}: better on {row['better']}, worse on {row['worse']} of "
+                f"{row['n']} images, P(better) {p}"
+            )
+    text = "\n".join(sections)
+    print(f"wrote {write_atomic(path, text)}")
+
+
 def _out_dir(out: str | None, name: str, several: bool, shard):
     """A method's output folder: OUT, OUT/<method> with several methods (default OUT:
     outputs/evaluate, always per method), and a shard's folder inside it."""
-    from pathlib import Path
-
-    folder = Path(out or Path("outputs") / "evaluate")
+    folder = _root(out)
     folder = folder / name if several or not out else folder
     return folder / shard.name if shard is not None else folder
