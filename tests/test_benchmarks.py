@@ -11,17 +11,14 @@ import importlib.util
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from benchmarks import measure as measure_module
 from benchmarks import run as bench
-from benchmarks.measure import isolated, measure, merged
+from benchmarks.measure import merged
 from benchmarks.report import compute_targets, render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,19 +204,31 @@ def test_only_a_full_run_replaces_the_published_results(tmp_path):
     assert [section for section, *_ in only_training] == ["training"] * 2
 
 
-def _probe(plan) -> dict:
-    """A call that holds 16 MiB at its peak (one tensor, every page written)."""
-    return {"probe": measure(lambda: torch.ones(2, 2**21).sum(), plan), "label": "probe"}
+# Run in a fresh interpreter: forking this pytest process, whose torch has already run
+# multi-threaded ops in other tests, can leave the child's thread pool dead-locked.
+PROBE = """
+import json, torch
+from dataclasses import replace
+from benchmarks import measure as m, run as bench
+
+def probe(plan):  # a call that holds 16 MiB at its peak (one tensor, every page written)
+    return {"probe": m.measure(lambda: torch.ones(2, 2**21).sum(), plan), "label": "probe"}
+
+plan = replace(bench.QUICK, repeats=2, sample_s=0.0)
+passes = [m.isolated(probe, plan=plan), m.isolated(probe, memory=True, plan=plan)]
+print(json.dumps([p["probe"] for p in passes] + [m.MEMORY_PASS]))
+"""
 
 
 def test_time_and_memory_come_from_separate_processes():
-    plan = replace(bench.QUICK, repeats=2, sample_s=0.0)
-    timed = isolated(_probe, plan=plan)["probe"]
+    command = [sys.executable, "-c", PROBE]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    timed, memory, parent_memory_pass = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(timed) == {"median_s", "min_s", "runs", "loops", "threads"} and timed["runs"] == 2
-    memory = isolated(_probe, memory=True, plan=plan)["probe"]
     assert set(memory) == {"peak_mib", "process_peak_mib"}
     assert 15.5 <= memory["peak_mib"] <= 24 and memory["process_peak_mib"] > memory["peak_mib"]
-    assert not measure_module.MEMORY_PASS  # the parent is never a memory pass
+    assert parent_memory_pass is False  # the parent is never a memory pass
     both = merged({"probe": timed, "label": "probe"}, {"probe": memory, "label": "other"})
     assert both == {"probe": {**timed, **memory}, "label": "probe"}
     assert merged({"a": 1}, {"error": "x"}) == {"a": 1, "error": "x"}  # a failed pass shows
