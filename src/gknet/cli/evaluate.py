@@ -176,7 +176,6 @@ def _report(run, files: dict) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.device import resolve_device
     from gknet.errors import GknetError
     from gknet.evaluate import evaluate, prepare_out_dir, write_outputs
@@ -198,14 +197,12 @@ def run(args: argparse.Namespace) -> int:
 
         figure = Path(args.figure)
         figure_format(figure)
-        check_writable(figure)
-        remove_stale_temporaries(figure.parent, [figure.name])
+        _prepare_file(figure)
     if args.out:
         prepare_out_dir(args.out)
     paired = _root(args.out) / "paired.md" if len(args.methods) > 1 and shard is None else None
     if paired:
-        check_writable(paired)
-        remove_stale_temporaries(paired.parent, [paired.name])
+        _prepare_file(paired)
     device = resolve_device(args.device, local_rank())  # under torchrun: this process's GPU
     dataset, source = _dataset(args)
     record = None
@@ -239,6 +236,14 @@ def run(args: argparse.Namespace) -> int:
         path = comparison_figure(dataset, methods, runs, args.figure, device=device)
         print(f"wrote {path}")
     return status
+
+
+def _prepare_file(path) -> None:
+    """GknetError if ``path`` cannot be written; remove temporaries a killed run left beside it."""
+    from gknet.atomic import check_writable, remove_stale_temporaries
+
+    check_writable(path)
+    remove_stale_temporaries(path.parent, [path.name])
 
 
 def _root(out: str | None):
