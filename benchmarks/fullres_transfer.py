@@ -8,7 +8,7 @@ output would be:
 
 - composite:  the input itself;
 - naive:      the low-resolution result upsampled bilinearly, pasted inside the mask;
-- transfer:   gknet.fullres (local affine colour transform fitted at low resolution).
+- transfer:   gknet.inference.fullres (local affine colour transform fitted at low resolution).
 
 Detail is measured inside the mask (dilated by nothing, thresholded at 0.5): the energy of
 the image gradient relative to the real image's (1.0 = as sharp as the real image), and the
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from gknet.config import FullResConfig
-from gknet.data.imageio import load_mask, load_rgb, to_tensor_image
-from gknet.fullres import resize, transfer_to_full_resolution
-from gknet.metrics import image_metrics
+from gknet.evaluation.metrics import image_metrics
+from gknet.inference.fullres import resize, transfer_to_full_resolution
+from gknet.io.images import load_mask, load_rgb, to_tensor_image
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "examples" / "iharmony4_mini"
@@ -85,7 +85,7 @@ def main() -> None:
     low = (args.resolution, args.resolution)
     low_comp, low_mask = resize(comp, low), resize(mask, low)
     if args.weights:
-        from gknet.harmonizer import Harmonizer
+        from gknet.inference.harmonizer import Harmonizer
 
         # At the network resolution the Harmonizer returns the model's own output.
         oracle = Harmonizer.from_pretrained(args.weights, resolution=args.resolution).harmonize_tensor(

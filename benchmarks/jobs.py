@@ -21,10 +21,10 @@ import torch
 from benchmarks.measure import REPO, Plan, measure, measure_steps, time_process
 from gknet.config import ModelConfig, load_config
 from gknet.errors import GknetError
-from gknet.losses import fn_mse_loss
-from gknet.model_info import count_macs, count_params
 from gknet.models import build_model
-from gknet.ops import kernel_modulation, kernel_modulation_unfold
+from gknet.models.info import count_macs, count_params
+from gknet.models.losses import fn_mse_loss
+from gknet.models.ops import kernel_modulation, kernel_modulation_unfold
 
 # name -> (config file, strip GKNet's modules to get the plain U-Net of the same widths)
 MODELS = {
@@ -60,7 +60,7 @@ def _prepare(plan: Plan) -> None:
 
 def _harmonizer():
     """(Harmonizer of the shipped weights, its label)."""
-    from gknet.harmonizer import Harmonizer
+    from gknet.inference.harmonizer import Harmonizer
 
     return Harmonizer.from_pretrained(), "shipped default"
 
@@ -126,7 +126,7 @@ def job_modulation(plan: Plan, impl: str, size: int, channels: int, backward: bo
 
 def job_fullres(plan: Plan, composite_path: str, mask_path: str) -> dict:
     """The Harmonizer call on the full-size example, then each step of a file-to-file run alone."""
-    from gknet.data.imageio import load_mask, load_rgb, save_image_atomic
+    from gknet.io.images import load_mask, load_rgb, save_image_atomic
 
     _prepare(plan)
     harmonizer, weights = _harmonizer()
@@ -190,9 +190,9 @@ def job_onnx(plan: Plan, composite_path: str | None, mask_path: str | None) -> d
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         return {"skipped": f"not installed: {', '.join(missing)} (pip install 'gknet[onnx]')"}
-    from gknet.data.imageio import load_mask, load_rgb
-    from gknet.harmonizer import Harmonizer
-    from gknet.onnx_backend import OnnxRuntimeModel, export_onnx
+    from gknet.inference.harmonizer import Harmonizer
+    from gknet.inference.onnx_backend import OnnxRuntimeModel, export_onnx
+    from gknet.io.images import load_mask, load_rgb
 
     _prepare(plan)
     torch_h, weights = _harmonizer()
@@ -236,7 +236,7 @@ def job_folder(plan: Plan, folder: str, batch_size: int, workers: int, backend: 
         args = ["harmonize", "--composites", str(comps), "--masks", str(masks), "-o", f"{tmp}/out"]
         args += ["--no-progress", "--batch-size", str(batch_size), "--workers", str(workers)]
         if backend == "onnxruntime":
-            from gknet.onnx_backend import export_onnx
+            from gknet.inference.onnx_backend import export_onnx
 
             harmonizer, _ = _harmonizer()
             try:

@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from gknet.atomic import write_atomic
+from gknet.io.atomic import write_atomic
 
 PLOT_NAME = "time_vs_megapixels.png"
 PAIRS = {"gknet_small": "unet_small", "gknet_paper": "unet_paper"}  # GKNet -> its same-width U-Net

@@ -74,10 +74,10 @@ def ship_weights(monkeypatch, folder: Path, release: Path | None = None) -> Path
     """Make ``folder`` gknet's shipped-weights folder; copy ``release`` (+ .json) in as the default."""
     import shutil
 
-    from gknet.release import DEFAULT_NAME
+    from gknet.inference.release import DEFAULT_NAME
 
     folder.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setattr("gknet.release.WEIGHTS_DIR", folder)
+    monkeypatch.setattr("gknet.inference.release.WEIGHTS_DIR", folder)
     target = folder / f"{DEFAULT_NAME}.safetensors"
     if release is not None:
         shutil.copy(release, target)

@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from gknet.atomic import (
+from gknet.errors import GknetError
+from gknet.io.atomic import (
     NAME_MAX,
     atomic_path,
     check_writable,
@@ -14,7 +15,6 @@ from gknet.atomic import (
     temporary_path,
     write_atomic,
 )
-from gknet.errors import GknetError
 
 
 def test_write_replaces_and_respects_umask(tmp_path):

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from gknet.baselines import BASELINES, get_baseline
-from gknet.color import lab_to_rgb, rgb_to_lab
+from gknet.color.histogram import match_quantiles
+from gknet.color.spaces import lab_to_rgb, rgb_to_lab
 from gknet.errors import GknetError
-from gknet.histogram_matching import match_quantiles
+from gknet.evaluation.baselines import BASELINES, get_baseline
 
 
 def _scene(seed: int = 0):

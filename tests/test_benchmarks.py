@@ -103,7 +103,7 @@ def test_quick_numbers_are_complete_and_positive(quick_run):
         assert row["images_per_s"] == pytest.approx(8 / row["median_s"])
     assert len(results["kernel_modulation"]) == 2 * 2 * 2  # sizes x modes x implementations
     # forward at 256 px: unfold holds 9 shifted copies of the features and their product with
-    # the kernels at once; ours a padded copy of the features and the output (gknet.ops)
+    # the kernels at once; ours a padded copy of the features and the output (gknet.models.ops)
     forward = {
         r["impl"]: r for r in results["kernel_modulation"] if (r["size"], r["mode"]) == (256, "forward")
     }

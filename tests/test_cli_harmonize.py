@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
-from gknet.data.imageio import load_mask, load_rgb
+from gknet.inference.release import save_release
+from gknet.io.images import load_mask, load_rgb
 from gknet.models import build_model
-from gknet.release import save_release
 from tests.conftest import require_shared, ship_weights, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,8 +3,8 @@ from pathlib import Path
 
 from gknet.cli import main
 from gknet.config import load_config
-from gknet.model_info import count_macs, count_params, modulation_macs
 from gknet.models import build_model
+from gknet.models.info import count_macs, count_params, modulation_macs
 from tests.conftest import tiny_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

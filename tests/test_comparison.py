@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from gknet.cli import main as cli_main
-from gknet.comparison import OUTLINE_COLOUR, comparison_image, outline, pick_rows
+from gknet.evaluation.comparison import OUTLINE_COLOUR, comparison_image, outline, pick_rows
 from tests.train_helpers import write_iharmony4_tree
 
 
@@ -65,10 +65,22 @@ def test_comparison_image_shrinks_panels_to_max_side():
 def test_evaluate_writes_one_figure_for_several_methods(tmp_path, capsys):
     root = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 4})
     figure = tmp_path / "fig.png"
-    code = cli_main([
-        "evaluate", "--data-root", str(root), "--baseline", "composite", "--baseline", "reinhard",
-        "--out", str(tmp_path / "ev"), "--figure", str(figure), "--no-progress",
-    ])
+    code = cli_main(
+        [
+            "evaluate",
+            "--data-root",
+            str(root),
+            "--baseline",
+            "composite",
+            "--baseline",
+            "reinhard",
+            "--out",
+            str(tmp_path / "ev"),
+            "--figure",
+            str(figure),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "ev" / "composite" / "results.json").is_file()
     assert (tmp_path / "ev" / "reinhard" / "results.json").is_file()

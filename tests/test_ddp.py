@@ -25,8 +25,20 @@ def test_torchrun_two_ranks_match_each_other_and_one_process_with_the_global_bat
     out, dumps = tmp_path / "ddp", tmp_path / "dumps"
     dumps.mkdir()
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        GKNET, "train", "--config", str(config), "--out", str(out), "--device", "cpu",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        GKNET,
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
     ]
     env = {**os.environ, DUMP_PARAMS_ENV: str(dumps)}
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -48,6 +60,8 @@ def test_torchrun_two_ranks_match_each_other_and_one_process_with_the_global_bat
     single = load_state(tmp_path / "single" / "ckpt" / "last.pt")["model"]
     # Float summation order differs (Adam amplifies it to ~1e-5); a wrong batch differs by ~1e-2.
     worst = max((single[k] - rank0[k]).abs().max().item() for k in single)
-    moved = max((single[k] - load_state(out / "ckpt" / "step_0000003.pt")["model"][k]).abs().max().item()
-                for k in single)
+    moved = max(
+        (single[k] - load_state(out / "ckpt" / "step_0000003.pt")["model"][k]).abs().max().item()
+        for k in single
+    )
     assert worst < 1e-4 and moved > 1e-3, (worst, moved)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from gknet.cli import main as cli_main
-from gknet.metrics import image_metrics
+from gknet.evaluation.metrics import image_metrics
+from gknet.inference.release import load_release
 from gknet.models import build_model
-from gknet.release import load_release
 from gknet.training import train
 from gknet.training.data import build_datasets
 from gknet.training.ema import WeightAverage, ema_decay_at

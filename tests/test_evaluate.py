@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gknet.baselines import reinhard
 from gknet.cli import main
 from gknet.data import IHarmony4
+from gknet.evaluation.baselines import reinhard
 from tests.conftest import ship_weights
 from tests.train_helpers import write_iharmony4_tree
 
@@ -236,8 +236,8 @@ def test_limit_and_folder_dataset(tree, tmp_path):
 
 def test_trained_model_weights(tree, tmp_path):
     from gknet.config import ModelConfig
+    from gknet.inference.release import save_release
     from gknet.models import build_model
-    from gknet.release import save_release
 
     torch.manual_seed(0)
     # five levels: the LRE attends over 16x16 tokens at 256x256 (two levels would give 128x128)
@@ -288,8 +288,19 @@ def test_real_val_subsets_beyond_the_four_are_evaluated(tmp_path):
         pytest.skip(f"shared data not available: {real_val}")
     found = IHarmony4(real_val)
     assert found.subsets == ["HAdobe5k", "HFlickr", "Hday2night", "RainNet_examples"] and not found.problems
-    assert run_cli("--data-root", real_val, "--subsets", "rainnet_examples", "--baseline", "reinhard",
-                   "--out", tmp_path) == 0
+    assert (
+        run_cli(
+            "--data-root",
+            real_val,
+            "--subsets",
+            "rainnet_examples",
+            "--baseline",
+            "reinhard",
+            "--out",
+            tmp_path,
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["subsets"]) == ["RainNet_examples"]
     assert results["subsets"]["RainNet_examples"]["n"] == 3

@@ -11,9 +11,9 @@ from gknet.errors import GknetError
 from gknet.explain import figures as fig
 from gknet.explain.capture import capture, lre_attention, scf_features
 from gknet.explain.clustering import kernel_clusters, kmeans
-from gknet.harmonizer import Harmonizer
+from gknet.inference.harmonizer import Harmonizer
+from gknet.inference.release import save_release
 from gknet.models import build_model
-from gknet.release import save_release
 from tests.conftest import ship_weights, tiny_config
 
 W, H = 56, 40  # a non-square composite: the pictures must follow its aspect ratio

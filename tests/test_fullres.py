@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gknet.fullres import apply_local_affine, fit_local_affine, resize, transfer_to_full_resolution
+from gknet.inference.fullres import apply_local_affine, fit_local_affine, resize, transfer_to_full_resolution
 
 IDENTITY = torch.cat([torch.eye(3).reshape(9), torch.zeros(3)]).view(1, 12, 1, 1)
 
@@ -27,7 +27,7 @@ def box_mask(height: int, width: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("band_pixels", [2**16, 100])  # 100: bands of 1 row split each run
 def test_apply_matches_dense_bilinear_reference(band_pixels, monkeypatch):
-    monkeypatch.setattr("gknet.fullres.BAND_PIXELS", band_pixels)
+    monkeypatch.setattr("gknet.inference.fullres.BAND_PIXELS", band_pixels)
     g = torch.Generator().manual_seed(1)
     coeffs = IDENTITY + 0.2 * torch.randn(2, 12, 6, 9, generator=g)
     image = torch.rand(2, 3, 37, 53, generator=g)

@@ -17,9 +17,9 @@ from torch.utils._pytree import tree_flatten
 from gknet import Harmonizer
 from gknet.config import FullResConfig, InferenceConfig, Normalization, load_config
 from gknet.errors import GknetError
-from gknet.harmonizer import EmptyMaskWarning, check_resolution, pass_bytes
+from gknet.inference.harmonizer import EmptyMaskWarning, check_resolution, pass_bytes
+from gknet.inference.release import save_release
 from gknet.models import build_model
-from gknet.release import save_release
 from tests.conftest import REPO, ship_weights, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -290,7 +290,7 @@ def test_resolution_limit_of_gknet_small_is_unchanged():
 
 
 def _lalonde_tensors(names) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    from gknet.data.imageio import load_mask, load_rgb, to_tensor_image
+    from gknet.io.images import load_mask, load_rgb, to_tensor_image
     from tests.conftest import require_shared
 
     root = require_shared("data", "lalonde_composites")

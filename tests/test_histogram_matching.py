@@ -1,9 +1,9 @@
-"""gknet.histogram_matching.match_quantiles against a naive reference, by hand and against scikit-image."""
+"""gknet.color.histogram.match_quantiles against a naive reference, by hand and against scikit-image."""
 
 import numpy as np
 import pytest
 
-from gknet.histogram_matching import match_quantiles
+from gknet.color.histogram import match_quantiles
 
 
 def _naive(source, reference):
@@ -34,7 +34,10 @@ def test_matches_the_naive_reference_with_ties_on_both_sides():
 def test_values_by_hand():
     # equally sized sets without ties map rank to rank
     assert match_quantiles(np.array([3.0, 0.0, 2.0, 1.0]), np.array([40.0, 10.0, 30.0, 20.0])).tolist() == [
-        40.0, 10.0, 30.0, 20.0
+        40.0,
+        10.0,
+        30.0,
+        20.0,
     ]
     # source ties share the quantile of the tie's upper end: q = 2/3 -> 2nd of 3 refs, q = 1 -> last
     assert match_quantiles(np.array([5.0, 5.0, 7.0]), np.array([60.0, 0.0, 30.0])).tolist() == [30, 30, 60]

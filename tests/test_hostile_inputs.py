@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 
 from gknet.cli import main
 from gknet.config import to_dict
+from gknet.inference.release import save_release
 from gknet.models import build_model
-from gknet.release import save_release
 from gknet.studio.db import StudyDB
 from tests.conftest import tiny_config
 from tests.train_helpers import tiny_train_config, write_triplet_folder
@@ -384,8 +384,8 @@ def _refuse(*_args, **_kwargs):
 
 
 def test_outputs_are_checked_before_the_model_is_loaded(world, tmp_path, readonly_dir, monkeypatch, capsys):
-    monkeypatch.setattr("gknet.harmonizer.Harmonizer.from_pretrained", _refuse)
-    monkeypatch.setattr("gknet.evaluate.load_method", _refuse)
+    monkeypatch.setattr("gknet.inference.harmonizer.Harmonizer.from_pretrained", _refuse)
+    monkeypatch.setattr("gknet.evaluation.protocol.load_method", _refuse)
     monkeypatch.setattr("gknet.explain.capture", _refuse)
     runs = [
         [*H, "{w}/c.png", "{w}/m.png", "-o", "{ro}/big_result.jpg"],  # as for a 12 MP image
@@ -403,7 +403,7 @@ def test_outputs_are_checked_before_the_model_is_loaded(world, tmp_path, readonl
 def test_each_methods_evaluate_folder_is_checked_before_any_image_is_scored(
     world, tmp_path, monkeypatch, capsys
 ):
-    monkeypatch.setattr("gknet.evaluate.evaluate", _refuse)
+    monkeypatch.setattr("gknet.evaluation.protocol.evaluate", _refuse)
     out = tmp_path / "eval"
     out.mkdir()
     (out / "reinhard").write_text("a file where a method's folder goes")
@@ -416,7 +416,7 @@ def test_each_methods_evaluate_folder_is_checked_before_any_image_is_scored(
 def test_a_killed_harmonize_runs_temporaries_are_removed_by_the_next(world, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    stale = [out / ".a.png.0123456789ab.tmp", out / ".a_compare.jpg.ba9876543210.tmp"]  # gknet.atomic's
+    stale = [out / ".a.png.0123456789ab.tmp", out / ".a_compare.jpg.ba9876543210.tmp"]  # gknet.io.atomic's
     kept = [out / ".unrelated.png.0123456789ab.tmp", out / ".a.png.tmp"]
     for path in stale + kept:
         path.write_bytes(b"partial")
@@ -508,7 +508,7 @@ def test_split_lists_with_a_byte_order_mark_are_read(tmp_path):
 
 
 def test_identical_images_score_the_documented_108_13_db():
-    from gknet.metrics import MSE_FLOOR, image_metrics
+    from gknet.evaluation.metrics import MSE_FLOOR, image_metrics
 
     image = torch.rand(1, 3, 8, 8) * 255
     psnr = float(image_metrics(image, image, torch.ones(1, 1, 8, 8, dtype=torch.bool))["psnr"][0])

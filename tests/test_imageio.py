@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gknet.data.imageio import PNG_COMPRESS_LEVEL, load_mask, load_rgb, save_image_atomic, to_tensor_image
 from gknet.errors import GknetError
+from gknet.io.images import PNG_COMPRESS_LEVEL, load_mask, load_rgb, save_image_atomic, to_tensor_image
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 17, 3), dtype=np.uint8)

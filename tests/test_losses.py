@@ -1,6 +1,6 @@
 import torch
 
-from gknet.losses import fn_mse_loss
+from gknet.models.losses import fn_mse_loss
 
 
 def test_fn_mse_by_hand():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gknet.metrics import fg_bucket, image_metrics, mean_metrics, ratio_to_reference, summarize
+from gknet.evaluation.metrics import fg_bucket, image_metrics, mean_metrics, ratio_to_reference, summarize
 
 
 def _one(pred, target, mask, **kw):

@@ -7,8 +7,8 @@ from gknet.config import load_config
 from gknet.models import build_model
 from gknet.models.kpb import KPBlock
 from gknet.models.lre import LRE, sinusoidal_2d
+from gknet.models.ops import kernel_modulation
 from gknet.models.scf import SCF, ConcatFusion, pool_to_at_most
-from gknet.ops import kernel_modulation
 from tests.conftest import tiny_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -105,7 +105,10 @@ def test_outside_mask_unchanged_and_zero_mask_identity():
 
 def test_every_parameter_gets_a_gradient():
     variants = (
-        tiny_config(), tiny_config(use_scf=False), tiny_config(lre_pos="learned"), tiny_config(use_s2am=True)
+        tiny_config(),
+        tiny_config(use_scf=False),
+        tiny_config(lre_pos="learned"),
+        tiny_config(use_s2am=True),
     )
     for cfg in variants:
         model = build_model(cfg).train()
@@ -180,7 +183,8 @@ def test_scf_selective_factors_eq3_recomputed_by_hand():
             r = [
                 [
                     [
-                        bias[o] + sum(
+                        bias[o]
+                        + sum(
                             weight[o, 0, di + 1, dj + 1] * rel[i + di][j + dj]
                             for di in (-1, 0, 1)
                             for dj in (-1, 0, 1)

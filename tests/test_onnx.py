@@ -13,16 +13,16 @@ import torch
 from gknet import Harmonizer
 from gknet.cli import main
 from gknet.config import FullResConfig, InferenceConfig
-from gknet.data.imageio import load_mask, load_rgb, to_tensor_image
 from gknet.errors import GknetError
+from gknet.inference.release import save_release
+from gknet.io.images import load_mask, load_rgb, to_tensor_image
 from gknet.models import build_model
-from gknet.release import save_release
 from tests.conftest import require_shared, tiny_config
 
 for _module in ("onnx", "onnxscript", "onnxruntime"):
     pytest.importorskip(_module)
 
-from gknet.onnx_backend import OnnxRuntimeModel, export_onnx  # noqa: E402
+from gknet.inference.onnx_backend import OnnxRuntimeModel, export_onnx  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOLERANCE = 1e-4

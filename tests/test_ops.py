@@ -3,7 +3,7 @@ from unittest import mock
 import pytest
 import torch
 
-from gknet.ops import kernel_modulation, kernel_modulation_unfold
+from gknet.models.ops import kernel_modulation, kernel_modulation_unfold
 
 
 def naive_modulation(features, kernels):

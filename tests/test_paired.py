@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gknet.errors import GknetError
-from gknet.paired import paired_comparison, render_paired
+from gknet.evaluation.paired import paired_comparison, render_paired
 
 
 def _rows(subset: str, fmse: list[float], composite: list[float]) -> list[dict]:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from gknet.color.histogram import match_quantiles
 from gknet.data.perturbations import (
     MAX_NEW_CLIPPED,
     IlluminationMaps,
@@ -18,7 +19,6 @@ from gknet.data.perturbations import (
     quantize,
 )
 from gknet.errors import GknetError
-from gknet.histogram_matching import match_quantiles
 from tests.conftest import require_shared
 
 
@@ -34,6 +34,7 @@ def test_covariance_transfer_gives_the_reference_mean_and_covariance():
     out = covariance_transfer(src, ref).numpy()
     assert np.allclose(out.mean(1), ref.numpy().mean(1), atol=1e-9)
     assert np.allclose(np.cov(out), np.cov(ref.numpy()), atol=2e-4)  # the regulariser is 1e-4
+
     # it is the closed form mu_r + C_r^1/2 C_s^-1/2 (x - mu_s) with symmetric roots
     def root(c, p):
         w, v = np.linalg.eigh(c + 1e-4 * np.eye(3))
@@ -69,8 +70,11 @@ def test_histogram_matching_gives_the_reference_quantiles():
     x, r = torch.rand(3, 500, dtype=torch.float64), torch.rand(3, 300, dtype=torch.float64) * 0.5
     matched = histogram_transfer(x, r)
     for c in range(3):
-        assert np.allclose(np.sort(matched[c].numpy()), np.quantile(r[c].numpy(), (np.arange(500) + 1) / 500,
-                                                                    method="inverted_cdf"), atol=0.02)
+        assert np.allclose(
+            np.sort(matched[c].numpy()),
+            np.quantile(r[c].numpy(), (np.arange(500) + 1) / 500, method="inverted_cdf"),
+            atol=0.02,
+        )
 
 
 def _sliced_wasserstein(a, b, rng, directions=64):
@@ -84,8 +88,11 @@ def test_idt_moves_the_3d_distribution_to_the_reference():
     src = _gaussian(3000, [0.3, 0.5, 0.6], np.diag([0.01, 0.02, 0.005]), 4)
     # a non-Gaussian, correlated reference: covariance matching alone cannot reach it
     rng = np.random.default_rng(5)
-    ref = torch.from_numpy(np.concatenate([rng.normal([0.7, 0.2, 0.2], 0.05, (1500, 3)),
-                                           rng.normal([0.2, 0.3, 0.8], 0.05, (1500, 3))]).T.copy())
+    ref = torch.from_numpy(
+        np.concatenate(
+            [rng.normal([0.7, 0.2, 0.2], 0.05, (1500, 3)), rng.normal([0.2, 0.3, 0.8], 0.05, (1500, 3))]
+        ).T.copy()
+    )
     before = _sliced_wasserstein(src.numpy(), ref.numpy(), np.random.default_rng(0))
     out = iterative_distribution_transfer(src, ref, np.random.default_rng(1))
     after = _sliced_wasserstein(out.numpy(), ref.numpy(), np.random.default_rng(0))
@@ -123,8 +130,19 @@ def test_illumination_maps_apply_the_polynomial_terms():
         rgb = pixels[:, n].double().numpy() * 255
         for matrix in (f, r):
             red, green, blue = rgb
-            terms = [red, green, blue, red * green, red * blue, green * blue, red**2, green**2, blue**2,
-                     red * green * blue, 1.0]
+            terms = [
+                red,
+                green,
+                blue,
+                red * green,
+                red * blue,
+                green * blue,
+                red**2,
+                green**2,
+                blue**2,
+                red * green * blue,
+                1.0,
+            ]
             rgb = np.clip([sum(matrix[c, k] * terms[k] for k in range(11)) for c in range(3)], 0, 255)
         assert np.allclose(out[:, n].double().numpy(), rgb / 255, atol=1e-4)
 
@@ -167,8 +185,12 @@ def test_illuminant_family_redraws_or_weakens_clipping_draws():
 def _photo(seed=0, size=40):
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    image = quantize((torch.stack([0.2 + 0.6 * xx, 0.7 - 0.5 * yy, 0.4 + 0.3 * xx * yy])
-                      + 0.05 * torch.rand(3, size, size, generator=g)).clamp(0, 1))
+    image = quantize(
+        (
+            torch.stack([0.2 + 0.6 * xx, 0.7 - 0.5 * yy, 0.4 + 0.3 * xx * yy])
+            + 0.05 * torch.rand(3, size, size, generator=g)
+        ).clamp(0, 1)
+    )
     mask = (((yy - 0.5) ** 2 + (xx - 0.5) ** 2) < 0.06).float()[None]
     return image, mask
 

@@ -1,4 +1,4 @@
-"""gknet.pipeline.run_batched: order, batching, overlap, and one bad item failing alone."""
+"""gknet.inference.pipeline.run_batched: order, batching, overlap, and one bad item failing alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gknet.errors import GknetError
-from gknet.pipeline import run_batched
+from gknet.inference.pipeline import run_batched
 
 
 def _run(items, workers, batch_size=3, fail_load=(), fail_compute=(), fail_save=(), **kwargs):
@@ -78,7 +78,7 @@ def test_loading_and_saving_overlap_the_computation():
     assert all(main for kind, _, main in events if kind == "compute")
     assert not any(main for kind, _, main in events if kind != "compute")
     first_compute = events.index(("compute", (0, 1), True))
-    assert any(kind == "load" and value >= 2 for kind, value, _ in events[:first_compute + 1])
+    assert any(kind == "load" and value >= 2 for kind, value, _ in events[: first_compute + 1])
 
 
 def test_unexpected_exceptions_propagate_and_arguments_are_checked():

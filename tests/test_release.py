@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from gknet.errors import GknetError
+from gknet.inference.release import load_release, save_release
 from gknet.models import build_model
-from gknet.release import load_release, save_release
 from tests.conftest import tiny_config
 
 

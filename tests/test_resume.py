@@ -36,7 +36,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     # Cosine + warmup (scheduler state matters), a weight average, validation in the middle, many
     # epochs of 4 steps.
     cfg = tiny_train_config(
-        root, max_steps=STEPS, schedule="cosine", warmup_steps=5, val_every=10, ckpt_every=4, log_every=3,
+        root,
+        max_steps=STEPS,
+        schedule="cosine",
+        warmup_steps=5,
+        val_every=10,
+        ckpt_every=4,
+        log_every=3,
         ema_decay=0.9,
     )
     config = tmp_path / "tiny.yaml"
@@ -45,7 +51,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     victim_out = tmp_path / "victim"
     victim = subprocess.Popen(
         [GKNET, "train", "--config", str(config), "--out", str(victim_out), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for(victim_out / "ckpt" / f"step_{KILL_AFTER:07d}.pt", victim)
@@ -77,5 +85,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == STEPS
     assert [r["val"] for r in val_records][-1] == reference["val"]
     reference_params = dict(reference_state["model"])
-    assert not all(torch.equal(v, load_state(victim_out / "ckpt" / "step_0000004.pt")["model"][k])
-                   for k, v in reference_params.items())  # training did move the weights
+    assert not all(
+        torch.equal(v, load_state(victim_out / "ckpt" / "step_0000004.pt")["model"][k])
+        for k, v in reference_params.items()
+    )  # training did move the weights

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
-from gknet.device import resolve_device
 from gknet.errors import GknetError
-from gknet.shard import Shard, local_rank, parse_shard, resolve_shard, torchrun_shard
+from gknet.runtime.device import resolve_device
+from gknet.runtime.shard import Shard, local_rank, parse_shard, resolve_shard, torchrun_shard
 from tests.train_helpers import GKNET, write_triplet_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torchrun's workers use one thread each, too
@@ -179,8 +179,8 @@ def _write_pairs(root: Path, count: int) -> tuple[Path, Path]:
 
 
 def test_harmonize_shards_and_torchrun_cover_each_image_once(tmp_path, capsys):
+    from gknet.inference.release import save_release
     from gknet.models import build_model
-    from gknet.release import save_release
     from tests.conftest import tiny_config
 
     cfg = tiny_config()
@@ -197,7 +197,10 @@ def test_harmonize_shards_and_torchrun_cover_each_image_once(tmp_path, capsys):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [*TORCHRUN, GKNET, "harmonize", *common, "-o", str(tmp_path / "torchrun")],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert proc.stderr.count("orphan.png") == 1

@@ -7,9 +7,9 @@ from gknet.config import load_config
 from gknet.data.iharmony4 import IHarmony4
 from gknet.data.samples import SampleDataset
 from gknet.data.synthetic import SyntheticComposites
-from gknet.evaluate import evaluate
-from gknet.metrics import image_metrics
-from gknet.release import load_release, weights_path
+from gknet.evaluation.metrics import image_metrics
+from gknet.evaluation.protocol import evaluate
+from gknet.inference.release import load_release, weights_path
 from tests.conftest import REPO, require_shared
 
 # Four real composites of ../shared/data/real_val (one per subset), never trained on, with

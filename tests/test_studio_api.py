@@ -16,10 +16,10 @@ pytest.importorskip("httpx", reason="httpx (FastAPI's test client) is not instal
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from gknet.atomic import temporary_path  # noqa: E402
 from gknet.cli import main  # noqa: E402
+from gknet.inference.release import save_release  # noqa: E402
+from gknet.io.atomic import temporary_path  # noqa: E402
 from gknet.models import build_model  # noqa: E402
-from gknet.release import save_release  # noqa: E402
 from gknet.studio.db import StudyDB  # noqa: E402
 from gknet.studio.server import create_app  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402

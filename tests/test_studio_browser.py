@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from gknet.inference.release import save_release
 from gknet.models import build_model
-from gknet.release import save_release
 from tests.conftest import require_shared, tiny_config
 
 CHROMIUM = Path("/usr/bin/chromium")

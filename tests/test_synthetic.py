@@ -180,6 +180,7 @@ def test_export_writes_lossless_pairs_that_evaluate_reads(tmp_path):
     assert export_triplets(ds, tmp_path) == 3
     folder = FolderDataset(tmp_path / "composites", tmp_path / "masks", tmp_path / "targets")
     assert len(folder) == 3 and not folder.problems
+
     def as_uint8(x):
         return (x * 255).round().byte().permute(1, 2, 0).numpy()
 
@@ -276,7 +277,8 @@ def test_the_config_edit_mix_reaches_the_training_data():
 
     only = "exposure_gamma"
     data = DataConfig(
-        root=str(_photos()), val_size=6,
+        root=str(_photos()),
+        val_size=6,
         edit_modes={"scene": 0, "both": 0},  # object edits only
         edit_families={f: 0 for f in FAMILIES if f != only},
     )

@@ -14,9 +14,9 @@ from torch.utils.data import Dataset
 from gknet.cli import main as cli_main
 from gknet.config import Config, TrainConfig
 from gknet.data.split import is_validation
-from gknet.losses import fn_mse_loss
+from gknet.inference.release import inference_config, load_release
 from gknet.models import build_model
-from gknet.release import inference_config, load_release
+from gknet.models.losses import fn_mse_loss
 from gknet.training import epoch_batches, lr_factor, train
 from gknet.training.data import build_datasets
 from gknet.training.log import ema, read_log
@@ -140,7 +140,7 @@ def test_train_writes_logs_checkpoints_and_exports(tmp_path):
     assert result["val"] == val_records[-1]["val"]
 
     # Validation numbers are the evaluator's metrics of the saved model on the validation split.
-    from gknet.metrics import image_metrics
+    from gknet.evaluation.metrics import image_metrics
 
     _, val_set = build_datasets(cfg.data, cfg.train)
     model = build_model(cfg.model)
@@ -202,7 +202,7 @@ def test_init_weights_fine_tunes_from_a_release(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from gknet.errors import GknetError
-    from gknet.release import save_release
+    from gknet.inference.release import save_release
 
     root = write_triplet_folder(tmp_path / "data", count=12, size=40)
     cfg = tiny_train_config(root, max_steps=1, lr=0.0)
@@ -234,7 +234,7 @@ def test_init_weights_may_switch_between_batch_and_group_norm(tmp_path):
     from dataclasses import replace
 
     from gknet.errors import GknetError
-    from gknet.release import save_release
+    from gknet.inference.release import save_release
 
     root = write_triplet_folder(tmp_path / "data", count=12, size=40)
     cfg = tiny_train_config(root, model_overrides={"norm": "batch"}, max_steps=1, lr=0.0)
@@ -263,7 +263,7 @@ def test_real_validation_selects_the_best_checkpoint(tmp_path):
     import dataclasses
 
     from gknet.data.iharmony4 import IHarmony4
-    from gknet.evaluate import evaluate
+    from gknet.evaluation.protocol import evaluate
     from gknet.training.data import RealValidation
 
     real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 3, "Hday2night": 2})

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from gknet.cli import main
 from gknet.config import to_dict
 from gknet.errors import GknetError
+from gknet.inference.release import load_release, save_release
 from gknet.models import build_model
-from gknet.release import load_release, save_release
 from gknet.training import train
 from gknet.training.state import load_state, save_state
 from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder
@@ -136,7 +136,7 @@ def test_the_next_run_removes_a_killed_runs_temporaries(config, tmp_path, capsys
     args = ["train", "--config", str(config), "--out", str(out), "--device", "cpu"]
     assert main([*args, "--set", "train.max_steps=2"]) == 0
     ckpt = out / "ckpt"
-    # What a run killed mid-write leaves: gknet.atomic's .NAME.<12 hex>.tmp files.
+    # What a run killed mid-write leaves: gknet.io.atomic's .NAME.<12 hex>.tmp files.
     stale = [ckpt / ".last.pt.0123456789ab.tmp", ckpt / ".step_0000004.pt.ba9876543210.tmp"]
     stale.append(out / ".log.jsonl.00000000abcd.tmp")
     kept = [out / "notes.tmp", out / ".someone_elses.txt.0123456789ab.tmp"]

@@ -68,9 +68,11 @@ def write_iharmony4_tree(root: Path, subsets: dict[str, int], size: int = 40, se
         names = []
         for i in range(count):
             photo = f"{subset[:2].lower()}{i}"
-            for folder, target_name in (("composites", f"composite_images/{photo}_1_1.png"),
-                                        ("masks", f"masks/{photo}_1.png"),
-                                        ("targets", f"real_images/{photo}.png")):
+            for folder, target_name in (
+                ("composites", f"composite_images/{photo}_1_1.png"),
+                ("masks", f"masks/{photo}_1.png"),
+                ("targets", f"real_images/{photo}.png"),
+            ):
                 dst = root / subset / target_name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 (flat / folder / f"img{i:03d}.png").rename(dst)

@@ -9,7 +9,7 @@ __all__ = ["GknetError", "Harmonizer", "__version__"]
 def __getattr__(name: str):
     # Lazy: `import gknet` (and `gknet --help`) should not pay for importing torch.
     if name == "Harmonizer":
-        from gknet.harmonizer import Harmonizer
+        from gknet.inference.harmonizer import Harmonizer
 
         return Harmonizer
     raise AttributeError(f"module 'gknet' has no attribute {name!r}")

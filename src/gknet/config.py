@@ -216,7 +216,8 @@ class Normalization:
 
 @dataclass(frozen=True)
 class FullResConfig:
-    """Full-resolution colour transfer (:mod:`gknet.fullres`): local affine maps fitted at low resolution."""
+    """Full-resolution colour transfer (:mod:`gknet.inference.fullres`): local affine maps fitted
+    at low resolution."""
 
     radius: int = 2  # fit window (2r+1)^2 low-resolution pixels
     eps: float = 1e-4  # ridge towards the identity map

@@ -83,7 +83,7 @@ def register(subparsers) -> None:
 def _dataset(args: argparse.Namespace):
     from gknet.data import FolderDataset, IHarmony4
     from gknet.errors import GknetError
-    from gknet.evaluate import limit_per_subset
+    from gknet.evaluation.protocol import limit_per_subset
 
     folders = (args.composites, args.masks, args.targets)
     if args.data_root and any(folders):
@@ -118,7 +118,7 @@ class _AddMethod(argparse.Action):
 def _methods(args: argparse.Namespace, device) -> list:
     """(name, method) in command-line order; repeated names get a suffix."""
     from gknet.errors import GknetError
-    from gknet.evaluate import load_method
+    from gknet.evaluation.protocol import load_method
 
     if not args.methods:
         raise GknetError("pass at least one --weights NAME|PATH or --baseline NAME (or --merge DIR...)")
@@ -132,8 +132,8 @@ def _methods(args: argparse.Namespace, device) -> list:
 
 def _merge(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
-    from gknet.evaluate import prepare_out_dir, write_outputs
-    from gknet.evaluate_shards import merge_shards
+    from gknet.evaluation.report import prepare_out_dir, write_outputs
+    from gknet.evaluation.shards import merge_shards
 
     options = {
         "--data-root": args.data_root,
@@ -176,11 +176,12 @@ def _report(run, files: dict) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gknet.device import resolve_device
     from gknet.errors import GknetError
-    from gknet.evaluate import evaluate, prepare_out_dir, write_outputs
-    from gknet.evaluate_shards import shard_samples
-    from gknet.shard import local_rank, resolve_shard
+    from gknet.evaluation.protocol import evaluate
+    from gknet.evaluation.report import prepare_out_dir, write_outputs
+    from gknet.evaluation.shards import shard_samples
+    from gknet.runtime.device import resolve_device
+    from gknet.runtime.shard import local_rank, resolve_shard
 
     if args.merge:
         return _merge(args)
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     # Before any work, the results must have somewhere to go: the folder and figure named on the
     # command line first, then each method's folder once the methods' names are known.
     if args.figure:
-        from gknet.comparison import figure_format
+        from gknet.evaluation.comparison import figure_format
 
         figure = Path(args.figure)
         figure_format(figure)
@@ -231,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     if paired:
         _write_paired(runs, paired)
     if args.figure:
-        from gknet.comparison import comparison_figure
+        from gknet.evaluation.comparison import comparison_figure
 
         path = comparison_figure(dataset, methods, runs, args.figure, device=device)
         print(f"wrote {path}")
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare_file(path) -> None:
     """GknetError if ``path`` cannot be written; remove temporaries a killed run left beside it."""
-    from gknet.atomic import check_writable, remove_stale_temporaries
+    from gknet.io.atomic import check_writable, remove_stale_temporaries
 
     check_writable(path)
     remove_stale_temporaries(path.parent, [path.name])
@@ -255,8 +256,8 @@ def _root(out: str | None):
 
 def _write_paired(runs: list, path) -> None:
     """Each later method against the first on the images both scored: print it, write ``path``."""
-    from gknet.atomic import write_atomic
-    from gknet.paired import DRAWS, paired_comparison, render_paired
+    from gknet.evaluation.paired import DRAWS, paired_comparison, render_paired
+    from gknet.io.atomic import write_atomic
 
     reference = runs[0]
     sections = [f"# Paired comparison against {reference.method}\n"]

@@ -59,10 +59,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gknet.data.imageio import load_mask, load_rgb
     from gknet.explain import check_out_dir, explain
-    from gknet.harmonizer import Harmonizer
-    from gknet.release import weights_path
+    from gknet.inference.harmonizer import Harmonizer
+    from gknet.inference.release import weights_path
+    from gknet.io.images import load_mask, load_rgb
 
     check_out_dir(args.out, args.overwrite)  # fail before the slow part
     if args.threads is not None:

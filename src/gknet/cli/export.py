@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 def _onnx_source(args: argparse.Namespace):
     """(model, inference settings, name) to export to ONNX: the checkpoint's, or the release of --weights."""
-    from gknet.harmonizer import Harmonizer
+    from gknet.inference.harmonizer import Harmonizer
     from gknet.training import checkpoint_model
 
     if args.checkpoint:
@@ -44,8 +44,8 @@ def _onnx_source(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.errors import GknetError
+    from gknet.io.atomic import check_writable, remove_stale_temporaries
     from gknet.training import export_checkpoint
 
     if args.output is None and args.onnx is None:
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         release = export_checkpoint(args.checkpoint, args.output, overwrite=args.overwrite)
         print(f"wrote {release} and {release.with_suffix('.json')}")
     if onnx is not None:
-        from gknet.onnx_backend import export_onnx
+        from gknet.inference.onnx_backend import export_onnx
 
         model, settings, name = _onnx_source(args)
         remove_stale_temporaries(onnx.parent, [onnx.name])

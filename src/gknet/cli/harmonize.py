@@ -96,8 +96,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _check_output(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
     """Fail before any work if ``out`` is an input or cannot be written."""
-    from gknet.data.imageio import check_output_path
     from gknet.errors import GknetError
+    from gknet.io.images import check_output_path
 
     for path in inputs:
         if _same_file(out, path):
@@ -112,7 +112,7 @@ def _outputs(out: Path, args: argparse.Namespace) -> tuple[Path, ...]:
 
 def _load(job: tuple, harmonizer, args: argparse.Namespace) -> dict:
     """Check the outputs, read and convert one (composite, mask, out) job (a worker thread's part)."""
-    from gknet.data.imageio import load_mask, load_rgb
+    from gknet.io.images import load_mask, load_rgb
 
     composite, mask, out = job
     outputs = _outputs(out, args)
@@ -135,8 +135,8 @@ def _compute(harmonizer, loaded: list[dict], folder_mode: bool) -> list[tuple[di
 
 
 def _save(job: tuple, computed: tuple[dict, object], args: argparse.Namespace) -> None:
-    from gknet.comparison import comparison_image
-    from gknet.data.imageio import save_image_atomic
+    from gknet.evaluation.comparison import comparison_image
+    from gknet.io.images import save_image_atomic
 
     item, tensor = computed
     result = item["tensors"][2](tensor)
@@ -171,9 +171,9 @@ def _folder_jobs(args: argparse.Namespace, shard) -> tuple[list[tuple[Path, Path
     """((composite, mask, output) jobs, unmatched files) of folder mode, this shard's, checked
     before any work: the output folder can be written and no two outputs share a name
     (``a_compare.jpg`` is also ``a.jpg``'s sheet). The first shard reports the unmatched files."""
-    from gknet.atomic import check_writable, remove_stale_temporaries
     from gknet.data.folders import match_by_stem
     from gknet.errors import GknetError
+    from gknet.io.atomic import check_writable, remove_stale_temporaries
 
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
@@ -200,7 +200,7 @@ def _folder_jobs(args: argparse.Namespace, shard) -> tuple[list[tuple[Path, Path
 def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Namespace, shard) -> int:
     from tqdm import tqdm
 
-    from gknet.pipeline import run_batched
+    from gknet.inference.pipeline import run_batched
 
     outdir = Path(args.output)
     failed = [f"{path}: {message}" for path, message in unmatched]
@@ -230,10 +230,10 @@ def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Na
 
 
 def run(args: argparse.Namespace) -> int:
-    from gknet.device import resolve_device
     from gknet.errors import GknetError
-    from gknet.harmonizer import Harmonizer
-    from gknet.shard import local_rank, resolve_shard
+    from gknet.inference.harmonizer import Harmonizer
+    from gknet.runtime.device import resolve_device
+    from gknet.runtime.shard import local_rank, resolve_shard
 
     folder_mode = args.composites is not None or args.masks is not None
     if folder_mode and (args.composite or args.mask):
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     if folder_mode:
         jobs, unmatched = _folder_jobs(args, shard)
     else:
-        from gknet.atomic import remove_stale_temporaries
+        from gknet.io.atomic import remove_stale_temporaries
 
         job = (Path(args.composite), Path(args.mask), Path(args.output))
         for path in _outputs(job[2], args):

@@ -14,7 +14,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from gknet.config import load_config, to_dict
-    from gknet.model_info import model_info
+    from gknet.models.info import model_info
 
     cfg = load_config(args.config)
     info = model_info(cfg.model)

@@ -81,7 +81,7 @@ def run(args) -> int:
             f"the studio needs extra packages ({exc.name}): pip install 'gknet[studio]'"
         ) from None
     from gknet import Harmonizer
-    from gknet.release import weights_path
+    from gknet.inference.release import weights_path
     from gknet.studio.db import StudyDB
 
     StudyDB(args.db)  # refuse another program's database before the model is loaded

@@ -69,8 +69,8 @@ def run_add(args) -> int:
 def run_scores(args) -> int:
     from pathlib import Path
 
-    from gknet.atomic import remove_stale_temporaries
-    from gknet.data.imageio import check_output_path, save_image_atomic
+    from gknet.io.atomic import remove_stale_temporaries
+    from gknet.io.images import check_output_path, save_image_atomic
     from gknet.studio.bradley_terry import format_table, plot_scores, score_table
 
     if args.plot:

@@ -54,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if args.preview and not args.output:
         raise GknetError("--preview needs -o GRID.png")
 
-    from gknet.atomic import check_writable, remove_stale_temporaries
-    from gknet.data.imageio import check_output_path, save_image_atomic
     from gknet.data.synthetic import (
         SyntheticComposites,
         composite_stats,
@@ -65,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         preview_grid,
         spread_indices,
     )
+    from gknet.io.atomic import check_writable, remove_stale_temporaries
+    from gknet.io.images import check_output_path, save_image_atomic
 
     if args.preview:  # outputs first: the composites take a while
         check_output_path(args.output, args.overwrite)

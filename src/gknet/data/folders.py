@@ -1,7 +1,7 @@
 """Users' own data: a folder of composites, a folder of masks and optionally targets.
 
 Files are paired by stem (``photo1.jpg`` <-> ``photo1.png``); only image files are
-considered (suffixes in :data:`gknet.data.imageio.IMAGE_SUFFIXES`, any case).
+considered (suffixes in :data:`gknet.io.images.IMAGE_SUFFIXES`, any case).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gknet.data.imageio import IMAGE_SUFFIXES
 from gknet.data.samples import Sample, SampleDataset
 from gknet.errors import GknetError
+from gknet.io.images import IMAGE_SUFFIXES
 
 
 def _images_by_stem(folder: Path) -> dict[str, Path]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gknet.data.imageio import IMAGE_SUFFIXES
 from gknet.data.samples import Sample, SampleDataset
 from gknet.errors import GknetError
+from gknet.io.images import IMAGE_SUFFIXES
 
 SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
 SPLITS = ("train", "test")

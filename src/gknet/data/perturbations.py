@@ -37,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gknet.color import lab_to_rgb, rgb_to_lab
+from gknet.color.histogram import match_quantiles
+from gknet.color.spaces import lab_to_rgb, rgb_to_lab
 from gknet.errors import GknetError
-from gknet.histogram_matching import match_quantiles
 
 GRADE_FAMILIES = (
     "white_balance",
@@ -232,8 +232,6 @@ def _light_gradient(x, pos, rng, s, sources):
     log2 = field * torch.tensor([[1 + warmth], [1.0], [1 - warmth]])
     params = {"ramp_stops": float(ramp_stops), "blob_stops": float(blob_stops), "warmth": float(warmth)}
     return _gain_linear(x, log2), params
-
-
 
 
 # ----------------------------------------------------------------------------------------------------

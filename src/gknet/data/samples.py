@@ -1,7 +1,7 @@
 """Sample records shared by the benchmark and folder datasets.
 
 A dataset is a sequence of :class:`Sample` (file paths only, cheap to list); images are
-read through :mod:`gknet.data.imageio` when a sample is loaded, so a missing or
+read through :mod:`gknet.io.images` when a sample is loaded, so a missing or
 unreadable file surfaces as a :class:`GknetError` naming the path, at load time.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from gknet.data.imageio import load_mask, load_rgb
 from gknet.errors import GknetError
+from gknet.io.images import load_mask, load_rgb
 
 
 @dataclass(frozen=True)

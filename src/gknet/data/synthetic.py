@@ -19,7 +19,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
-from gknet.data.imageio import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
 from gknet.data.perturbations import (
     FAMILIES,
     FAMILY_WEIGHTS,
@@ -30,6 +29,7 @@ from gknet.data.perturbations import (
 )
 from gknet.data.split import is_validation, unit_hash
 from gknet.errors import GknetError
+from gknet.io.images import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
 
 # Beside the photos in ../shared/data: the ccHarmony maps of the ``illuminant`` family.
 DEFAULT_ILLUMINATION_MAPS = Path("..") / "illumination_maps" / "ccharmony_polynomial_maps.npz"
@@ -212,8 +212,16 @@ class SyntheticComposites(torch.utils.data.Dataset):
         fg = (to_tensor_image(mask) > 0.5).float()
         reference = self._reference(name, rng)
         composite, target, info = make_composite(
-            photo, fg, rng, reference, self.illuminants, mode, self.mode_probs, self.family_weights,
-            families, scene_families,
+            photo,
+            fg,
+            rng,
+            reference,
+            self.illuminants,
+            mode,
+            self.mode_probs,
+            self.family_weights,
+            families,
+            scene_families,
         )
         return {"composite": composite, "mask": fg, "target": target, "name": name}, info
 
@@ -300,7 +308,7 @@ def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dic
 
     from tqdm import tqdm
 
-    from gknet.metrics import image_metrics
+    from gknet.evaluation.metrics import image_metrics
 
     rows, modes, families = [], Counter(), Counter()
     for index in tqdm(indices, desc="composites", unit="img", leave=False):
@@ -357,7 +365,7 @@ def export_triplets(dataset: SyntheticComposites, out_dir: str | Path, overwrite
     """
     from tqdm import tqdm
 
-    from gknet.data.imageio import save_image_atomic
+    from gknet.io.images import save_image_atomic
 
     out_dir = Path(out_dir)
     for index in tqdm(range(len(dataset)), desc="export", unit="img"):

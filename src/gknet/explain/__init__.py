@@ -1,6 +1,6 @@
 """Look inside GKNet: the pictures of the paper's Figures 9-11 for one composite.
 
-Everything is drawn from one network pass, :meth:`gknet.harmonizer.Harmonizer.trace_tensor`
+Everything is drawn from one network pass, :meth:`gknet.inference.harmonizer.Harmonizer.trace_tensor`
 (the pass ``gknet harmonize`` makes), so the pictures show what the network really computed:
 
 - kernel clusters (Figure 9, :mod:`.clustering`): K-means over the per-pixel predicted
@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gknet.atomic import check_writable, remove_stale_temporaries, write_atomic
-from gknet.data.imageio import mask_image, save_image_atomic
 from gknet.errors import GknetError
 from gknet.explain.capture import Capture, capture, lre_attention, scf_features
 from gknet.explain.clustering import MAX_CLUSTERS, kernel_clusters, kmeans
@@ -36,7 +34,9 @@ from gknet.explain.figures import (
     draw_side_by_side,
 )
 from gknet.explain.page import describe_model, render_index
-from gknet.plotting import require_matplotlib
+from gknet.io.atomic import check_writable, remove_stale_temporaries, write_atomic
+from gknet.io.images import mask_image, save_image_atomic
+from gknet.io.plotting import require_matplotlib
 
 __all__ = ["FILES", "Capture", "capture", "check_out_dir", "explain", "kernel_clusters", "kmeans"]
 
@@ -86,7 +86,7 @@ def explain(
 ) -> dict[str, Path]:
     """Write the explanation pictures and ``index.html`` into ``out_dir``; returns {name: path}.
 
-    ``harmonizer`` is a :class:`gknet.harmonizer.Harmonizer` (its resolution sets the network
+    ``harmonizer`` is a :class:`gknet.inference.harmonizer.Harmonizer` (its resolution sets the network
     pass and the picture size). ``point`` (x, y) is in the original composite's pixels
     (default: centre of the mask's bounding box); ``level`` is the SCF level in the paper's
     numbering (1 = deepest; default: the finest modulated level). Figures a model does not

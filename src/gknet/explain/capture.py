@@ -1,6 +1,6 @@
 """The one network pass behind the pictures, and what the pictures read from it.
 
-:func:`capture` runs the composite through :meth:`gknet.harmonizer.Harmonizer.trace_tensor`:
+:func:`capture` runs the composite through :meth:`gknet.inference.harmonizer.Harmonizer.trace_tensor`:
 the harmonized picture and every intermediate come from the same pass that ``gknet
 harmonize`` makes for an image of the picture's size.
 """
@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gknet.data.imageio import mask_image, rgb_image, to_tensor_image
 from gknet.errors import GknetError
-from gknet.fullres import resize
+from gknet.inference.fullres import resize
+from gknet.io.images import mask_image, rgb_image, to_tensor_image
 from gknet.models import Intermediates
 
 MAX_LRE_TOKENS = 4096  # attention matrices are tokens^2 per head and layer: 4096 tokens ~ 64 MB each
@@ -27,7 +27,7 @@ MAX_LRE_TOKENS = 4096  # attention matrices are tokens^2 per head and layer: 409
 class Capture:
     """The forward pass behind the pictures.
 
-    As in :class:`gknet.harmonizer.Harmonizer`, the network sees the whole image resized to
+    As in :class:`gknet.inference.harmonizer.Harmonizer`, the network sees the whole image resized to
     ``net_size`` x ``net_size``; the pictures are drawn at ``size``, the image's own aspect
     ratio with the longer side = ``net_size``. ``composite``, ``mask`` and ``output`` (the
     Harmonizer's result) are [1, C, h, w] at that display size; ``inter`` holds the

@@ -17,9 +17,9 @@ from torch import nn
 from gknet.config import ModelConfig, Normalization
 from gknet.models.kpb import KPBlock
 from gknet.models.lre import LRE
+from gknet.models.ops import kernel_modulation
 from gknet.models.s2am import SpatialSeparatedAttention
 from gknet.models.unet import Encoder, UpBlock
-from gknet.ops import kernel_modulation
 
 
 @dataclass
@@ -81,8 +81,13 @@ class GKNet(nn.Module):
         levels = [len(widths) - 1 - j for j in range(cfg.kpb_levels)] if cfg.use_kpb else []
         self.kpb = nn.ModuleList(
             KPBlock(
-                widths[lvl], widths[min(lvl + 1, len(widths) - 1)], widths[lvl], cfg.kernel_size,
-                cfg.norm, cfg.use_scf, cfg.scf_groups,
+                widths[lvl],
+                widths[min(lvl + 1, len(widths) - 1)],
+                widths[lvl],
+                cfg.kernel_size,
+                cfg.norm,
+                cfg.use_scf,
+                cfg.scf_groups,
             )
             for lvl in levels
         )
@@ -91,7 +96,10 @@ class GKNet(nn.Module):
         s2am = cfg.s2am_levels if cfg.use_s2am else 0
         self.decoder = nn.ModuleList(
             UpBlock(
-                widths[i + 1], widths[i], widths[i], cfg.norm,
+                widths[i + 1],
+                widths[i],
+                widths[i],
+                cfg.norm,
                 SpatialSeparatedAttention(2 * widths[i], cfg.norm, cfg.s2am_mid_k) if i < s2am else None,
             )
             for i in reversed(range(len(widths) - 1))

@@ -26,8 +26,14 @@ class KPBlock(nn.Module):
     """
 
     def __init__(
-        self, channels: int, prev_channels: int, out_channels: int, kernel_size: int, norm: str,
-        use_scf: bool, scf_groups: int,
+        self,
+        channels: int,
+        prev_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        norm: str,
+        use_scf: bool,
+        scf_groups: int,
     ):
         super().__init__()
         self.fusion = (

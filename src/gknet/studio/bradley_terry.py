@@ -151,7 +151,7 @@ def plot_scores(rows: Sequence[Score], title: str = "Bradley-Terry scores") -> I
     """Bar chart of the scores with interval whiskers, as a PIL image (matplotlib Agg)."""
     import io
 
-    from gknet.plotting import require_matplotlib
+    from gknet.io.plotting import require_matplotlib
 
     require_matplotlib("the scores plot")
     import matplotlib

@@ -36,8 +36,8 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
-from gknet.data.imageio import IMAGE_SUFFIXES, mask_image, rgb_image
 from gknet.errors import GknetError
+from gknet.io.images import IMAGE_SUFFIXES, mask_image, rgb_image
 from gknet.studio import bradley_terry
 from gknet.studio.db import StudyDB, VoteError
 from gknet.studio.study import DEFAULT_METHODS, ImageMethod, StudySet, UnavailableResult, builtin_methods
@@ -46,7 +46,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 PAGES = ("harmonize", "study", "scores")
 DEFAULT_MAX_UPLOAD_MB = 25.0
 DEFAULT_MAX_PIXELS = 50_000_000
-# Decoders for the suffixes of gknet.data.imageio.IMAGE_SUFFIXES; no exotic formats from the web.
+# Decoders for the suffixes of gknet.io.images.IMAGE_SUFFIXES; no exotic formats from the web.
 FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 SESSION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 VOTE_ERROR_STATUS = {"invalid": 422, "unknown_pair": 404, "other_session": 403, "duplicate": 409}

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from gknet.atomic import remove_stale_temporaries
-from gknet.baselines import BASELINES, get_baseline
 from gknet.data import FolderDataset, match_by_stem
-from gknet.data.imageio import load_rgb, save_image_atomic, to_pil_image, to_tensor_image
 from gknet.errors import GknetError
+from gknet.evaluation.baselines import BASELINES, get_baseline
+from gknet.io.atomic import remove_stale_temporaries
+from gknet.io.images import load_rgb, save_image_atomic, to_pil_image, to_tensor_image
 
 LOG = logging.getLogger("gknet.studio")
 
@@ -55,7 +55,7 @@ def png_bytes(img: Image.Image) -> bytes:
 
 
 def baseline_method(name: str) -> ImageMethod:
-    """A tensor baseline of :mod:`gknet.baselines` as a PIL -> PIL function."""
+    """A tensor baseline of :mod:`gknet.evaluation.baselines` as a PIL -> PIL function."""
     import torch
 
     fn = get_baseline(name)

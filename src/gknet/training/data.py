@@ -30,10 +30,10 @@ from torch.utils.data import Dataset
 
 from gknet.config import DataConfig, TrainConfig
 from gknet.data.augment import random_resized_crop_flip, resize_triplet
-from gknet.data.imageio import to_tensor_image
 from gknet.data.samples import SampleDataset
 from gknet.data.split import is_validation
 from gknet.errors import GknetError
+from gknet.io.images import to_tensor_image
 
 
 def triplet_item(images: list[Image.Image], name: str) -> dict:
@@ -119,7 +119,9 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
         from gknet.data.synthetic import SyntheticComposites
 
         common = {
-            "image_size": train.image_size, "val_fraction": data.val_fraction, "seed": data.seed,
+            "image_size": train.image_size,
+            "val_fraction": data.val_fraction,
+            "seed": data.seed,
             "mode_probs": {**MODE_PROBS, **data.edit_modes},
             "family_weights": {**FAMILY_WEIGHTS, **data.edit_families},
         }
@@ -137,20 +139,19 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
     return _split_samples(samples, data, train, root)
 
 
-
 class RealValidation:
     """Real composites with ground truth (an iHarmony4-layout folder), scored as the evaluator does.
 
     Synthetic validation only tells whether a model learns; real composites decide which
     checkpoint is best. The images are loaded and resized once (evaluation protocol, 256 px),
     and every call scores the model on all of them with the evaluator's
-    :func:`gknet.evaluate.score_batch`. ``score`` is the mean over subsets of the model's fMSE
+    :func:`gknet.evaluation.protocol.score_batch`. ``score`` is the mean over subsets of the model's fMSE
     as a ratio to the composite's (lower is better; 1 = no change).
     """
 
     def __init__(self, root: str | Path, subsets: tuple[str, ...], size: int = 256):
         from gknet.data.iharmony4 import IHarmony4
-        from gknet.evaluate import prepare_images
+        from gknet.evaluation.protocol import prepare_images
 
         self.samples = IHarmony4(root, list(subsets), split="test")
         if self.samples.problems:
@@ -172,8 +173,8 @@ class RealValidation:
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, device: torch.device, batch_size: int = 8) -> dict:
         """``{subset: {"n", "mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, ..., "score"}``."""
-        from gknet.evaluate import score_batch
-        from gknet.metrics import mean_metrics
+        from gknet.evaluation.metrics import mean_metrics
+        from gknet.evaluation.protocol import score_batch
 
         was_training = model.training
         model.eval()

@@ -16,9 +16,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gknet.atomic import atomic_path, check_writable, remove_stale_temporaries, write_atomic
 from gknet.errors import GknetError
-from gknet.plotting import require_matplotlib
+from gknet.io.atomic import atomic_path, check_writable, remove_stale_temporaries, write_atomic
+from gknet.io.plotting import require_matplotlib
 
 
 class RunLog:

@@ -29,12 +29,12 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from gknet.atomic import check_writable, publish_copy, remove_stale_temporaries, write_atomic
 from gknet.config import Config, ConfigError, InferenceConfig, from_dict, to_dict
-from gknet.device import resolve_device
 from gknet.errors import GknetError
-from gknet.losses import fn_mse_loss
-from gknet.metrics import image_metrics
+from gknet.evaluation.metrics import image_metrics
+from gknet.io.atomic import check_writable, publish_copy, remove_stale_temporaries, write_atomic
+from gknet.models.losses import fn_mse_loss
+from gknet.runtime.device import resolve_device
 from gknet.training.ema import WeightAverage
 from gknet.training.log import RunLog
 from gknet.training.state import load_state, restore_rng_states, rng_states, save_state
@@ -289,7 +289,7 @@ class _Trainer:
         }
 
     def _init_from(self, weights: str) -> None:
-        from gknet.release import load_release, weights_path
+        from gknet.inference.release import load_release, weights_path
 
         source = weights_path(weights)
         released, model_cfg, _ = load_release(source)
@@ -430,8 +430,13 @@ class _Trainer:
             total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.dist.main
         )
         self.log.write(
-            {"step": self.step, "event": "start", "world_size": self.dist.world,
-             "global_batch": self.per_rank_batch * self.dist.world, "per_rank_batch": self.per_rank_batch}
+            {
+                "step": self.step,
+                "event": "start",
+                "world_size": self.dist.world,
+                "global_batch": self.per_rank_batch * self.dist.world,
+                "per_rank_batch": self.per_rank_batch,
+            }
         )
         while stopped == "epochs" and self.epoch < tc.epochs:
             if hasattr(self.train_set, "set_epoch"):
@@ -440,7 +445,10 @@ class _Trainer:
                 len(self.train_set), tc.batch_size, tc.seed, self.epoch, self.dist.rank, self.dist.world
             )
             loader = _loader(
-                self.train_set, self.cfg.data.workers, self.pin, tc.seed + self.epoch,
+                self.train_set,
+                self.cfg.data.workers,
+                self.pin,
+                tc.seed + self.epoch,
                 batch_sampler=batches[self.batch_in_epoch :],
             )
             for batch in loader:
@@ -483,8 +491,13 @@ class _Trainer:
         if self.dist.world > 1:
             dist.destroy_process_group()
         return {
-            "step": self.step, "epoch": self.epoch, "stopped": stopped, "loss": last_loss,
-            "val": self.last_val, "real_val": self.last_real, "best_score": self.best_score,
+            "step": self.step,
+            "epoch": self.epoch,
+            "stopped": stopped,
+            "loss": last_loss,
+            "val": self.last_val,
+            "real_val": self.last_real,
+            "best_score": self.best_score,
             "select_on": self.select_on,
         }
 
@@ -505,8 +518,14 @@ class _Trainer:
         loss = float(mean)
         img_per_s = steps * self.cfg.train.batch_size / max(time.monotonic() - self.window_start, 1e-9)
         self.log.write(
-            {"step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr, "img_per_s": img_per_s,
-             "time": self._elapsed()}
+            {
+                "step": self.step,
+                "epoch": self.epoch,
+                "loss": loss,
+                "lr": lr,
+                "img_per_s": img_per_s,
+                "time": self._elapsed(),
+            }
         )
         return loss, img_per_s
 
@@ -533,8 +552,8 @@ def checkpoint_model(checkpoint: str | Path):
     """(model in eval mode, its Config, the loaded state, the inference settings of its release)
     of a training checkpoint: its weight average when the run kept one (train.ema_decay), which is
     what it validated."""
+    from gknet.inference.release import check_finite
     from gknet.models import build_model
-    from gknet.release import check_finite
 
     state = load_state(checkpoint)
     cfg = _stored_config(state, checkpoint)
@@ -548,7 +567,7 @@ def checkpoint_model(checkpoint: str | Path):
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
-    from gknet.release import save_release
+    from gknet.inference.release import save_release
 
     if Path(output).name in ("", ".", "..") or Path(output).is_dir():
         raise GknetError(f"output must name a file such as model.safetensors, got {str(output)!r}")

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gknet.atomic import atomic_path
 from gknet.errors import GknetError
+from gknet.io.atomic import atomic_path
 
 STATE_VERSION = 1
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gknet.atomic import atomic_path, check_writable
 from gknet.errors import GknetError
+from gknet.io.atomic import atomic_path, check_writable
 
 if TYPE_CHECKING:  # torch is imported where it is used: reading files does not need it
     import torch

@@ -10,7 +10,7 @@ inference settings (network resolution, full-resolution transfer) travel in the 
 metadata, so an export runs like the release it came from. It is traced
 with the torch.export-based exporter (``dynamo=True``: the TorchScript exporter cannot
 export adaptive pooling of a dynamic-size input); while exporting, the kernel modulation
-(:mod:`gknet.ops`) and SCF's pooling take their plain-op forms.
+(:mod:`gknet.models.ops`) and SCF's pooling take their plain-op forms.
 
 Needs the optional extra ``pip install 'gknet[onnx]'`` (onnx, onnxscript, onnxruntime).
 """
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from gknet.atomic import atomic_path
 from gknet.config import ConfigError, InferenceConfig, ModelConfig, from_dict, to_dict
 from gknet.errors import GknetError
+from gknet.io.atomic import atomic_path
 
 INPUTS = ("composite", "mask")
 OUTPUT = "harmonized"
@@ -130,7 +130,7 @@ class OnnxRuntimeModel(torch.nn.Module):
 
     def __init__(self, source: str | Path | bytes, device: torch.device | str = "cpu"):
         super().__init__()
-        from gknet.device import resolve_device
+        from gknet.runtime.device import resolve_device
 
         ort = _require("onnxruntime")
         has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from gknet.atomic import atomic_path
-from gknet.baselines import Method
-from gknet.data.imageio import mask_image, rgb_image, to_uint8_array
 from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
-from gknet.evaluate import Evaluation, prepare_images
+from gknet.evaluation.baselines import Method
+from gknet.evaluation.protocol import Evaluation, prepare_images
+from gknet.io.atomic import atomic_path
+from gknet.io.images import mask_image, rgb_image, to_uint8_array
 
 _CAPTION, _HEADER, _PAD = 20, 22, 4
 OUTLINE_COLOUR = (255, 220, 0)

@@ -75,7 +75,7 @@ def resolve_shard(option: str | None, env: Mapping[str, str] = os.environ) -> Sh
 
 def local_rank(env: Mapping[str, str] = os.environ) -> int:
     """torchrun's ``LOCAL_RANK`` (0 outside torchrun): the GPU index of a bare ``cuda`` device
-    (see :func:`gknet.device.resolve_device`)."""
+    (see :func:`gknet.runtime.device.resolve_device`)."""
     try:
         return int(env.get("LOCAL_RANK", 0))
     except ValueError:

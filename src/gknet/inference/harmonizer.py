@@ -6,7 +6,7 @@
 
 The network runs on a ``resolution`` x ``resolution`` copy of the image (the whole image
 resized, as in training and in the iHarmony4 protocol); its colour change is carried to
-the input's own size by :mod:`gknet.fullres`, so the result keeps every detail of the
+the input's own size by :mod:`gknet.inference.fullres`, so the result keeps every detail of the
 input. The resolution and the transfer's parameters come from the release file's
 inference settings (:class:`gknet.config.InferenceConfig`). The mask is used as alpha:
 soft values blend, pixels where it is 0 come back bit-for-bit unchanged, and an empty
@@ -25,12 +25,12 @@ import torch
 from PIL import Image
 
 from gknet.config import MIN_RESOLUTION, InferenceConfig
-from gknet.data.imageio import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
-from gknet.device import resolve_device
 from gknet.errors import GknetError
-from gknet.fullres import resize, transfer_to_full_resolution
+from gknet.inference.fullres import resize, transfer_to_full_resolution
+from gknet.io.images import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
 from gknet.models import Intermediates
 from gknet.models.s2am import mid_channels
+from gknet.runtime.device import resolve_device
 
 # One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
 # pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
@@ -140,7 +140,7 @@ class Harmonizer:
         memory first, which takes seconds) or ``"auto"`` (ONNX Runtime for .onnx files, torch
         otherwise).
         """
-        from gknet.release import inference_config, load_release, weights_path
+        from gknet.inference.release import inference_config, load_release, weights_path
 
         if backend not in BACKENDS:
             raise GknetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -153,7 +153,7 @@ class Harmonizer:
         name = str((meta or {}).get("name") or path.stem)
         settings = inference_config(path)
         if backend == "onnxruntime":
-            from gknet.onnx_backend import export_onnx
+            from gknet.inference.onnx_backend import export_onnx
 
             return cls._on_onnxruntime(export_onnx(model, settings=settings, name=name), resolution, device)
         return cls(model, resolution, device, settings=settings, name=name)
@@ -161,7 +161,7 @@ class Harmonizer:
     @classmethod
     def _on_onnxruntime(cls, source: Path | bytes, resolution: int | None, device) -> Harmonizer:
         """An ONNX export run by ONNX Runtime, with the inference settings stored in it."""
-        from gknet.onnx_backend import OnnxRuntimeModel
+        from gknet.inference.onnx_backend import OnnxRuntimeModel
 
         runtime = OnnxRuntimeModel(source, device)
         return cls(runtime, resolution, runtime.device, settings=runtime.settings, name=runtime.name)
@@ -366,4 +366,3 @@ def _check_unit_range(x, name: str) -> None:
     lo, hi = float(x.min()), float(x.max())
     if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
         raise GknetError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}] (use uint8 for 0-255 data)")
-

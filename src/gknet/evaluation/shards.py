@@ -1,6 +1,6 @@
 """Evaluation split over processes: one shard's samples, and the merge of the shards' outputs.
 
-Shard K of N evaluates the K-th contiguous slice of the samples (:mod:`gknet.shard`) and
+Shard K of N evaluates the K-th contiguous slice of the samples (:mod:`gknet.runtime.shard`) and
 reports the dataset's listing problems only in shard 1, so the shards' per-image rows and
 failures, concatenated in shard order, are those of a single-process run in the same
 order; :func:`merge_shards` recomputes every aggregate from them, so the merged
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
-from gknet.evaluate import Evaluation
-from gknet.shard import Shard
+from gknet.evaluation.protocol import Evaluation
+from gknet.runtime.shard import Shard
 
 TEXT_COLUMNS = ("subset", "name", "fg_bucket")  # per_image.csv columns that are not numbers
 

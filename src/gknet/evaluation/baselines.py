@@ -10,7 +10,7 @@ A trained GKNet model follows the same protocol.
   per-channel mean and standard deviation are mapped to the background's.
 - ``histogram``: per-channel histogram matching in CIE Lab: each foreground value goes
   through the foreground's empirical CDF and then the background's inverse CDF
-  (:func:`gknet.histogram_matching.match_quantiles`, scikit-image's algorithm).
+  (:func:`gknet.color.histogram.match_quantiles`, scikit-image's algorithm).
 
 An image whose foreground or background is empty is returned unchanged.
 """
@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from gknet.color import lab_to_rgb, masked_mean_std, rgb_to_lab
+from gknet.color.histogram import match_quantiles
+from gknet.color.spaces import lab_to_rgb, masked_mean_std, rgb_to_lab
 from gknet.errors import GknetError
-from gknet.histogram_matching import match_quantiles
 
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

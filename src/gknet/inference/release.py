@@ -19,11 +19,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gknet.atomic import atomic_path, write_atomic
 from gknet.config import ConfigError, InferenceConfig, ModelConfig, from_dict, to_dict
 from gknet.errors import GknetError
+from gknet.io.atomic import atomic_path, write_atomic
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = ("gknet_small",)  # release files in WEIGHTS_DIR, by name
 DEFAULT_NAME = "gknet_small"
 FORMAT = "gknet-release-1"

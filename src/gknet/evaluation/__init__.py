@@ -1,0 +1,1 @@
+"""The iHarmony4 protocol and everything that scores or compares methods with it."""

@@ -1,0 +1,1 @@
+"""Running trained weights: the Harmonizer, full-resolution transfer, folder batches, ONNX, release files."""

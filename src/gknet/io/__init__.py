@@ -1,0 +1,1 @@
+"""Files in and out: images (read, convert, save), atomic writes, optional plotting."""

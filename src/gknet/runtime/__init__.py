@@ -1,0 +1,1 @@
+"""Where work runs: the ``--device`` choice and ``--shard K/N`` splits over processes."""
