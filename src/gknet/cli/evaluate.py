@@ -132,8 +132,9 @@ def _methods(args: argparse.Namespace, device) -> list:
 
 def _merge(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
-    from gknet.evaluation.report import prepare_out_dir, write_outputs
-    from gknet.evaluation.shards import merge_shards
+    from gknet.evaluation.report import OUTPUT_FILES, prepare_out_dir, write_outputs
+    from gknet.evaluation.shards import merge_shards, shard_dirs
+    from gknet.io.guard import Inputs
 
     options = {
         "--data-root": args.data_root,
@@ -151,6 +152,7 @@ def _merge(args: argparse.Namespace) -> int:
     if not args.out:
         raise GknetError("--merge needs --out DIR for the merged results")
     out = prepare_out_dir(args.out)
+    Inputs(folders=shard_dirs(args.merge)).check(out, *(out / name for name in OUTPUT_FILES))
     run = merge_shards(args.merge)
     return _report(run, write_outputs(run, out))
 
@@ -178,8 +180,10 @@ def run(args: argparse.Namespace) -> int:
 
     from gknet.errors import GknetError
     from gknet.evaluation.protocol import evaluate
-    from gknet.evaluation.report import prepare_out_dir, write_outputs
+    from gknet.evaluation.report import OUTPUT_FILES, prepare_out_dir, write_outputs
     from gknet.evaluation.shards import shard_samples
+    from gknet.inference.release import release_files
+    from gknet.io.guard import Inputs
     from gknet.runtime.device import resolve_device
     from gknet.runtime.shard import local_rank, resolve_shard
 
@@ -206,12 +210,17 @@ def run(args: argparse.Namespace) -> int:
         _prepare_file(paired)
     device = resolve_device(args.device, local_rank())  # under torchrun: this process's GPU
     dataset, source = _dataset(args)
+    # No result may land on the data or the weights read (--overwrite plays no part here).
+    weights = [path for kind, value in args.methods if kind == "weights" for path in release_files(value)]
+    inputs = Inputs(weights).add_samples(dataset)
+    inputs.check(*(path for path in (args.figure, paired, args.out) if path))
     record = None
     if shard is not None:
         dataset, record = shard_samples(dataset, shard, args.batch_size)
     methods = _methods(args, device)
     outs = [_out_dir(args.out, name, len(methods) > 1, shard) for name, _ in methods]
     for out in outs:
+        inputs.check(out, *(out / name for name in OUTPUT_FILES))
         prepare_out_dir(out)
     runs, status = [], 0
     for (name, method), out in zip(methods, outs, strict=True):

@@ -86,22 +86,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    with contextlib.suppress(OSError):
-        return a.exists() and b.exists() and a.samefile(b)
-    return False
-
-
-def _check_output(out: Path, inputs: tuple[Path, ...], overwrite: bool) -> None:
-    """Fail before any work if ``out`` is an input or cannot be written."""
-    from gknet.errors import GknetError
+def _check_output(out: Path, inputs, overwrite: bool) -> None:
+    """Fail before any work if ``out`` is an input (:class:`gknet.io.guard.Inputs`) or cannot be written."""
     from gknet.io.images import check_output_path
 
-    for path in inputs:
-        if _same_file(out, path):
-            raise GknetError(f"output {out} is the input {path}; refusing to overwrite an input")
+    inputs.check(out)
     check_output_path(out, overwrite)
 
 
@@ -110,14 +99,14 @@ def _outputs(out: Path, args: argparse.Namespace) -> tuple[Path, ...]:
     return (out, out.with_name(out.stem + COMPARE_SUFFIX)) if args.compare else (out,)
 
 
-def _load(job: tuple, harmonizer, args: argparse.Namespace) -> dict:
+def _load(job: tuple, harmonizer, args: argparse.Namespace, inputs) -> dict:
     """Check the outputs, read and convert one (composite, mask, out) job (a worker thread's part)."""
     from gknet.io.images import load_mask, load_rgb
 
     composite, mask, out = job
     outputs = _outputs(out, args)
     for path in outputs:
-        _check_output(path, (composite, mask), args.overwrite)
+        _check_output(path, inputs, args.overwrite)
     compare = outputs[1] if args.compare else None
     image, alpha = load_rgb(composite), load_mask(mask)
     tensors = harmonizer.to_tensors(image, alpha, threshold=args.threshold, resize_mask=args.resize_mask)
@@ -167,10 +156,13 @@ def _warnings_as_lines():
         yield
 
 
-def _folder_jobs(args: argparse.Namespace, shard) -> tuple[list[tuple[Path, Path, Path]], list[tuple]]:
+def _folder_jobs(
+    args: argparse.Namespace, shard, inputs
+) -> tuple[list[tuple[Path, Path, Path]], list[tuple]]:
     """((composite, mask, output) jobs, unmatched files) of folder mode, this shard's, checked
-    before any work: the output folder can be written and no two outputs share a name
-    (``a_compare.jpg`` is also ``a.jpg``'s sheet). The first shard reports the unmatched files."""
+    before any work: no output is an input or lies in an input folder, the output folder can be
+    written and no two outputs share a name (``a_compare.jpg`` is also ``a.jpg``'s sheet). The
+    first shard reports the unmatched files."""
     from gknet.data.folders import match_by_stem
     from gknet.errors import GknetError
     from gknet.io.atomic import check_writable, remove_stale_temporaries
@@ -179,7 +171,10 @@ def _folder_jobs(args: argparse.Namespace, shard) -> tuple[list[tuple[Path, Path
     if outdir.exists() and not outdir.is_dir():
         raise GknetError(f"output folder is a file: {outdir}")
     pairs = match_by_stem(args.composites, args.masks)
+    inputs.add_folders(args.composites, args.masks)
+    inputs.add_files(*(path for pair in pairs.matched.values() for path in pair))
     jobs = [(c, m, outdir / f"{stem}{c.suffix.lower()}") for stem, (c, m) in pairs.matched.items()]
+    inputs.check(outdir, *(path for _, _, out in jobs for path in _outputs(out, args)))
     names = Counter(path.name for _, _, out in jobs for path in _outputs(out, args))
     clash = [name for name, count in names.items() if count > 1]
     if clash:  # checked over all shards' outputs: every shard refuses alike
@@ -197,7 +192,9 @@ def _folder_jobs(args: argparse.Namespace, shard) -> tuple[list[tuple[Path, Path
     return jobs, unmatched
 
 
-def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Namespace, shard) -> int:
+def _harmonize_folder(
+    harmonizer, jobs: list, unmatched: list, args: argparse.Namespace, shard, inputs
+) -> int:
     from tqdm import tqdm
 
     from gknet.inference.pipeline import run_batched
@@ -209,7 +206,7 @@ def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Na
     done, on_gpu = 0, harmonizer.device.type == "cuda"
     results = run_batched(
         jobs,
-        lambda job: _load(job, harmonizer, args),
+        lambda job: _load(job, harmonizer, args, inputs),
         lambda loaded: _compute(harmonizer, loaded, folder_mode=True),
         lambda job, computed: _save(job, computed, args),
         batch_size=args.batch_size or (GPU_BATCH if on_gpu else CPU_BATCH),
@@ -232,6 +229,8 @@ def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Na
 def run(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
     from gknet.inference.harmonizer import Harmonizer
+    from gknet.inference.release import release_files
+    from gknet.io.guard import Inputs
     from gknet.runtime.device import resolve_device
     from gknet.runtime.shard import local_rank, resolve_shard
 
@@ -248,20 +247,22 @@ def run(args: argparse.Namespace) -> int:
     if shard is not None and not folder_mode:
         raise GknetError("--shard (or torchrun with several processes) needs --composites DIR --masks DIR")
     # Every output location is checked before the model is loaded and any image decoded.
+    inputs = Inputs(release_files(args.weights))
     if folder_mode:
-        jobs, unmatched = _folder_jobs(args, shard)
+        jobs, unmatched = _folder_jobs(args, shard, inputs)
     else:
         from gknet.io.atomic import remove_stale_temporaries
 
         job = (Path(args.composite), Path(args.mask), Path(args.output))
+        inputs.add_files(*job[:2])
         for path in _outputs(job[2], args):
-            _check_output(path, job[:2], args.overwrite)
+            _check_output(path, inputs, args.overwrite)
             remove_stale_temporaries(path.parent, [path.name])
     device = resolve_device(args.device, local_rank())  # under torchrun: this process's GPU
     with _warnings_as_lines():
         harmonizer = Harmonizer.from_pretrained(args.weights, resolution=args.resolution, device=device)
         if folder_mode:
-            return _harmonize_folder(harmonizer, jobs, unmatched, args, shard)
-        _save(job, _compute(harmonizer, [_load(job, harmonizer, args)], folder_mode=False)[0], args)
+            return _harmonize_folder(harmonizer, jobs, unmatched, args, shard, inputs)
+        _save(job, _compute(harmonizer, [_load(job, harmonizer, args, inputs)], folder_mode=False)[0], args)
     print("wrote " + " and ".join(str(path) for path in _outputs(job[2], args)))
     return 0

@@ -46,6 +46,16 @@ def weights_path(name_or_path: str | Path) -> Path:
     return path
 
 
+def release_files(name_or_path: str | Path) -> tuple[Path, ...]:
+    """The files a release is read from (weights, JSON; an .onnx export alone): the inputs that a
+    command loading it must never write over. Empty for a shipped name that is not installed."""
+    try:
+        path = weights_path(name_or_path)
+    except GknetError:
+        return ()
+    return (path,) if path.suffix.lower() == ".onnx" else (path, path.with_suffix(".json"))
+
+
 def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
     """GknetError naming the first tensor that holds NaN or infinity."""
     for name, tensor in tensors.items():
