@@ -252,6 +252,16 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def __post_init__(self) -> None:
+        # Refused up front, as gknet harmonize refuses a --resolution: a training image whose
+        # network pass alone cannot fit would fail (or swap) only after the run folder was made.
+        from gknet.inference.harmonizer import check_resolution  # torch: only for a whole config
+
+        try:
+            check_resolution(self.model, self.train.image_size)
+        except GknetError as exc:
+            raise ConfigError(f"train.image_size: {exc}") from None
+
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Convert YAML values to the annotated type (lists -> tuples) with clear errors."""
@@ -317,6 +327,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML builds nested values recursively
+        raise ConfigError(f"{path} is not valid YAML: nested too deeply") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name} must be a mapping, got {type(data).__name__}")
@@ -356,7 +368,7 @@ def override(cfg: Config, assignments: list[str]) -> Config:
             raise ConfigError(f"unknown key in override {item!r}: {section} has no {name!r}")
         try:
             data[section][name] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            reason = str(exc).splitlines()[0]
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({reason})") from None
+        except (yaml.YAMLError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if isinstance(exc, yaml.YAMLError) else "nested too deeply"
+            raise ConfigError(f"override {item[:80]!r}: the value is not valid YAML ({reason})") from None
     return from_dict(Config, data)

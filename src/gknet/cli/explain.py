@@ -59,11 +59,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gknet.explain import check_out_dir, explain
+    from pathlib import Path
+
+    from gknet.explain import FILES, check_out_dir, explain
     from gknet.inference.harmonizer import Harmonizer
-    from gknet.inference.release import weights_path
+    from gknet.inference.release import release_files, weights_path
+    from gknet.io.guard import Inputs
     from gknet.io.images import load_mask, load_rgb
 
+    inputs = Inputs([args.composite, args.mask, *release_files(args.weights)])
+    inputs.check(*(Path(args.out) / name for name in FILES.values()))
     check_out_dir(args.out, args.overwrite)  # fail before the slow part
     if args.threads is not None:
         import torch

@@ -45,7 +45,9 @@ def _onnx_source(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
+    from gknet.inference.release import release_files
     from gknet.io.atomic import check_writable, remove_stale_temporaries
+    from gknet.io.guard import Inputs
     from gknet.training import export_checkpoint
 
     if args.output is None and args.onnx is None:
@@ -55,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint and args.weights:
         raise GknetError("give either CKPT or --weights, not both")
     onnx = Path(args.onnx) if args.onnx is not None else None
+    inputs = Inputs([args.checkpoint] if args.checkpoint else release_files(args.weights or "default"))
+    if args.output is not None and Path(args.output).name not in ("", ".", ".."):
+        release = Path(args.output).with_suffix(".safetensors")
+        inputs.check(release, release.with_suffix(".json"))
     if onnx is not None:
+        inputs.check(onnx)
         if onnx.suffix.lower() != ".onnx":
             raise GknetError(f"--onnx output must end in .onnx, got {onnx}")
         if onnx.is_dir():

@@ -26,8 +26,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gknet.io.guard import Inputs
     from gknet.training.log import plot_training_log
 
+    Inputs([args.log]).check(args.output)
     path = plot_training_log(args.log, args.output, smooth=args.smooth, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

@@ -55,12 +55,14 @@ def run_add(args) -> int:
 
     from gknet.data import match_by_stem
     from gknet.errors import GknetError
+    from gknet.io.guard import Inputs
     from gknet.studio.db import StudyDB, check_method_name
     from gknet.studio.study import BUILTIN_METHODS
 
     if check_method_name(args.method) in BUILTIN_METHODS:
         raise GknetError(f"{args.method!r} is a built-in method; choose another name")
     images = match_by_stem(args.dir).matched  # raises a clear error for a missing or empty folder
+    Inputs([path for paths in images.values() for path in paths], [args.dir]).check(args.db)
     StudyDB(args.db).register_method(args.method, args.dir)
     print(f"registered {args.method}: {len(images)} images in {Path(args.dir).resolve()} ({args.db})")
     return 0
@@ -70,10 +72,12 @@ def run_scores(args) -> int:
     from pathlib import Path
 
     from gknet.io.atomic import remove_stale_temporaries
+    from gknet.io.guard import Inputs
     from gknet.io.images import check_output_path, save_image_atomic
     from gknet.studio.bradley_terry import format_table, plot_scores, score_table
 
     if args.plot:
+        Inputs([args.db]).check(args.plot)
         check_output_path(args.plot, args.overwrite)  # before the bootstrap
         remove_stale_temporaries(Path(args.plot).parent, [Path(args.plot).name])  # of a killed run
     votes = _open_db(args.db).votes()

@@ -55,7 +55,7 @@ def _read_shard(folder: Path) -> tuple[dict, list[dict]]:
             rows = [
                 {k: v if k in TEXT_COLUMNS else float(v) for k, v in row.items()} for row in csv.DictReader(f)
             ]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
         raise GknetError(f"cannot read the evaluation in {folder}: {exc}") from None
     if not isinstance(results, dict) or not isinstance(results.get("shard"), dict):
         raise GknetError(f"{folder / 'results.json'} is not a shard's result (run with --shard K/N)")

@@ -180,6 +180,6 @@ def _stored_settings(session, name: str) -> tuple[ModelConfig, InferenceConfig, 
         cfg = from_dict(ModelConfig, json.loads(meta[META_MODEL]), where=f"{name}:{META_MODEL}")
         inference = json.loads(meta[META_INFERENCE])
         settings = from_dict(InferenceConfig, inference, where=f"{name}:{META_INFERENCE}")
-    except (ConfigError, json.JSONDecodeError) as exc:
+    except (ConfigError, json.JSONDecodeError, RecursionError) as exc:
         raise GknetError(f"invalid settings in {name}: {exc}") from None
     return cfg, settings, meta.get(META_NAME) or "model"

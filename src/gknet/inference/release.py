@@ -98,10 +98,9 @@ def save_release(
 def _check_size(cfg: ModelConfig, path: Path) -> None:
     """Refuse a config whose tensors the file cannot hold, before allocating them (a hostile or
     broken .json could ask for hundreds of GB)."""
-    from gknet.models import build_model
+    from gknet.models import state_bytes
 
-    with torch.device("meta"):
-        needed = sum(t.numel() * t.element_size() for t in build_model(cfg).state_dict().values())
+    needed = state_bytes(cfg)
     size = path.stat().st_size
     if needed > size:
         raise GknetError(
@@ -124,6 +123,8 @@ def read_release_info(path: str | Path) -> dict[str, Any]:
         info = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GknetError(f"{sidecar} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise GknetError(f"{sidecar} is not valid JSON: nested too deeply") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT or "model" not in info:
         raise GknetError(f"{sidecar} is not a gknet release config (expected format {FORMAT!r})")
     return info

@@ -86,7 +86,7 @@ def _scalars(record: dict[str, Any]) -> dict[str, float]:
 def _record_step(line: str) -> float:
     try:
         return json.loads(line).get("step", 0)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return math.inf  # a line cut short by a kill
 
 
@@ -105,7 +105,7 @@ def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
             raise GknetError(f"{path}:{number} is not a JSON record") from None
         if not isinstance(record, dict) or not _is_number(record.get("step")):
             raise GknetError(f"{path}:{number} is not a training log record (no numeric 'step')")
