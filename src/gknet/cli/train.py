@@ -60,7 +60,21 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.resume).parent.parent
     else:
         out = Path("runs") / (name or "run")
+    _check_run_folder(cfg, out, args.config)
     result = train(cfg, out, resume=args.resume, device=args.device, amp=args.amp, config_name=name)
     if int(os.environ.get("RANK", 0)) == 0:  # one summary line, not one per DDP rank
         print(json.dumps({"out": str(out), **result}))
     return 0
+
+
+def _check_run_folder(cfg, out, config_file: str | None) -> None:
+    """Refuse a run folder that is, or lies in, the data read, or whose files are the config or
+    the initial weights. (A resumed checkpoint is the run's own state: it continues there.)"""
+    from pathlib import Path
+
+    from gknet.inference.release import release_files
+    from gknet.io.guard import Inputs
+
+    weights = release_files(cfg.train.init_weights) if cfg.train.init_weights else ()
+    folders = [Path(root).expanduser() for root in (cfg.data.root, cfg.data.real_val) if root]
+    Inputs([config_file, *weights], folders).check(out, out / "config.yaml", out / "log.jsonl", out / "ckpt")

@@ -159,6 +159,13 @@ def load_release(
     _check_size(cfg, path)
     check_finite(tensors, f"weights {path}")
     model = build_model(cfg, inference.normalization)
+    expected = model.state_dict()
+    for name, tensor in tensors.items():  # load_state_dict would cast integers silently
+        if name in expected and tensor.dtype != expected[name].dtype:
+            raise GknetError(
+                f"weights {path} do not match their config: {name} is {tensor.dtype}, the model's "
+                f"is {expected[name].dtype}"
+            )
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # shape mismatches
