@@ -16,6 +16,7 @@ mask returns the input with a warning.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -242,6 +243,8 @@ class Harmonizer:
         b, _, h, w = composite.shape
         if tuple(mask.shape) != (b, 1, h, w):
             raise GknetError(f"mask must be [B, 1, H, W] = [{b}, 1, {h}, {w}], got {list(mask.shape)}")
+        _check_unit_range(composite, "composite")  # as __call__ does: values are never clamped silently
+        _check_unit_range(mask, "mask")
         empty = (mask.reshape(b, -1) <= 0).all(dim=1)
         for i in empty.nonzero().flatten().tolist():
             where = f" (image {i} of the batch)" if b > 1 else ""
@@ -270,7 +273,9 @@ class Harmonizer:
         ``restore`` turns a result tensor back into the composite's type (see :meth:`__call__`).
         """
         comp, restore = _composite_to_tensor(composite)
+        _check_not_empty(comp, "composite")
         alpha = _mask_to_tensor(mask, comp.shape[0])
+        _check_not_empty(alpha, "mask")
         if alpha.shape[-2:] != comp.shape[-2:]:
             if not resize_mask:
                 (mh, mw), (ch, cw) = alpha.shape[-2:], comp.shape[-2:]
@@ -359,10 +364,21 @@ def _mask_to_tensor(mask, batch: int) -> torch.Tensor:
     _check_unit_range(mask, "mask")
     while mask.ndim < 4:
         mask = mask[None]
+    if mask.shape[0] not in (1, batch):
+        raise GknetError(f"a batch of {mask.shape[0]} masks for {batch} composites (give 1 or {batch} masks)")
     return mask.expand(batch, -1, -1, -1)
 
 
+def _check_not_empty(x, name: str) -> None:
+    if 0 in x.shape:
+        raise GknetError(f"{name} is empty: shape {list(x.shape)} (an image needs at least 1x1 pixels)")
+
+
 def _check_unit_range(x, name: str) -> None:
+    """GknetError unless every value of ``x`` (array or tensor) is a number in [0, 1]."""
+    _check_not_empty(x, name)
     lo, hi = float(x.min()), float(x.max())
-    if not (lo >= 0.0 and hi <= 1.0):  # also rejects NaN
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN propagates through min and max
+        raise GknetError(f"{name} holds NaN or infinite values, not numbers in [0, 1]: the input is broken")
+    if not (lo >= 0.0 and hi <= 1.0):
         raise GknetError(f"{name} values must lie in [0, 1], got [{lo:g}, {hi:g}] (use uint8 for 0-255 data)")

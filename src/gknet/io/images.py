@@ -48,6 +48,8 @@ def _open(path: str | Path) -> Image.Image:
             raise GknetError(f"file not found: {path}")
         if path.is_dir():
             raise GknetError(f"expected an image file but got a directory: {path}")
+        if not path.is_file():  # a FIFO or a device would block the read or never end it
+            raise GknetError(f"expected an image file but got something else (not a regular file): {path}")
         with Image.open(path) as img:  # closes the file, also for multi-frame images and on errors
             img.load()
             # A composite and its mask carrying the same orientation tag stay aligned (a copy, so
