@@ -69,6 +69,53 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _listen(host: str, port: int):
+    """A socket bound to (host, port), for uvicorn to serve on: a busy port is one clear error
+    before anything is loaded or created."""
+    import socket
+
+    from gknet.errors import GknetError
+
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+    except OSError as exc:
+        raise GknetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restarts reuse the port
+        sock.bind(info[4])
+    except OSError as exc:
+        sock.close()
+        raise GknetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _check_arguments(args) -> tuple[Path | None, tuple[str, ...]]:
+    """(study folder, methods), every argument checked before anything is created."""
+    from gknet.errors import GknetError
+    from gknet.inference.release import release_files
+    from gknet.io.atomic import check_writable
+    from gknet.io.guard import Inputs
+    from gknet.studio.db import StudyDB
+    from gknet.studio.study import BUILTIN_METHODS
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [name for name in methods if name not in BUILTIN_METHODS]
+    if unknown:
+        raise GknetError(f"unknown study method {unknown[0][:40]!r}; built-in: {', '.join(BUILTIN_METHODS)}")
+    study_dir = Path(args.study_dir) if args.study_dir else None
+    if study_dir is not None and not study_dir.is_dir():
+        raise GknetError(f"study folder not found: {study_dir} (it holds composites/ and masks/)")
+    db = Path(args.db)
+    if db.exists():
+        StudyDB(db, readonly=True)  # refuse another program's database without touching it
+    else:
+        check_writable(db)
+    folders = [study_dir / "composites", study_dir / "masks"] if study_dir else []
+    Inputs(release_files(args.weights), folders).check(db, db.with_name(f"{db.stem}_cache"))
+    return study_dir, methods
+
+
 def run(args) -> int:
     from gknet.errors import GknetError
 
@@ -82,37 +129,36 @@ def run(args) -> int:
         ) from None
     from gknet import Harmonizer
     from gknet.inference.release import weights_path
-    from gknet.studio.db import StudyDB
 
-    StudyDB(args.db)  # refuse another program's database before the model is loaded
+    study_dir, methods = _check_arguments(args)
     hosts = allowed_hosts(args.host, args.allow_host)
-
-    weights = weights_path(args.weights)
-    harmonizer = Harmonizer.from_pretrained(weights, device=args.device)
-    # Cached study results are keyed by the weights' content, so new weights never reuse old results.
-    model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    study_dir = Path(args.study_dir) if args.study_dir else None
-    if study_dir is None:
-        print("gknet studio: no --study-dir given; the study page is disabled", file=sys.stderr)
-    elif not study_dir.is_dir():
-        print(f"gknet studio: no study images at {study_dir}; the study page is disabled", file=sys.stderr)
-        study_dir = None
-    app = create_app(
-        args.db,
-        harmonizer=harmonizer,
-        study_dir=study_dir,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        model_tag=model_tag,
-        max_upload_mb=args.max_upload_mb,
-        max_pixels=args.max_pixels,
-        hosts=hosts,
-    )
-    if not _is_loopback(args.host):
-        print(
-            f"gknet studio: warning: listening on {args.host}: other machines can reach the studio; "
-            f"it answers requests for {', '.join(hosts)} (add names with --allow-host)",
-            file=sys.stderr,
+    sock = _listen(args.host, args.port)
+    try:
+        weights = weights_path(args.weights)
+        harmonizer = Harmonizer.from_pretrained(weights, device=args.device)
+        # Cached study results are keyed by the weights' content, so new weights never reuse old results.
+        model_tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        if study_dir is None:
+            print("gknet studio: no --study-dir given; the study page is disabled", file=sys.stderr)
+        app = create_app(
+            args.db,
+            harmonizer=harmonizer,
+            study_dir=study_dir,
+            methods=methods,
+            model_tag=model_tag,
+            max_upload_mb=args.max_upload_mb,
+            max_pixels=args.max_pixels,
+            hosts=hosts,
         )
-    print(f"gknet studio: http://{args.host}:{args.port}/  (votes in {args.db}; Ctrl+C to stop)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        if not _is_loopback(args.host):
+            print(
+                f"gknet studio: warning: listening on {args.host}: other machines can reach the studio; "
+                f"it answers requests for {', '.join(hosts)} (add names with --allow-host)",
+                file=sys.stderr,
+            )
+        print(f"gknet studio: http://{args.host}:{args.port}/  (votes in {args.db}; Ctrl+C to stop)")
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

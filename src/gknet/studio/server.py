@@ -12,7 +12,8 @@ JSON API:
 
 Every error is a JSON ``{"detail": "one clear sentence"}`` with a 4xx status for bad requests.
 Requests naming another host than the studio's in their Host header are refused (400), so that
-a web page cannot reach the studio through DNS rebinding.
+a web page cannot reach the studio through DNS rebinding; requests that change state or cost
+work and come from another site's page (Origin / Referer) are refused (403).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -89,6 +90,47 @@ class HostCheck:
                 message = "this studio does not answer for that host name (its --allow-host option adds one)"
                 return await JSONResponse({"detail": message}, 400)(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+
+
+class OriginCheck:
+    """ASGI middleware: 403 for a request sent by another site's page (cross-site request forgery).
+
+    Checked for every request that changes state or costs work: any method but GET / HEAD /
+    OPTIONS, and every GET under /api/ (a study pair is stored, results computed). A browser
+    names the page's site in Origin (or else Referer); it must be the studio itself, the
+    request's own Host. Requests with neither header come from no web page (curl, scripts,
+    the address bar) and pass, as in Jupyter's server.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self._checked(scope):
+            headers = dict(scope["headers"])
+            source = headers.get(b"origin") or headers.get(b"referer")
+            host = headers.get(b"host", b"").decode("latin-1").strip().lower()
+            if source is not None and _netloc(source.decode("latin-1")) != host:
+                message = "cross-site request refused: only the studio's own pages may send it"
+                return await JSONResponse({"detail": message}, 403)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    def _checked(scope) -> bool:
+        method = scope["method"].encode("latin-1")
+        return method not in SAFE_METHODS or scope["path"].startswith("/api/")
+
+
+def _netloc(url: str) -> str | None:
+    """host[:port] of an Origin or Referer value in lower case; None for "null" or no URL."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 class VoteRequest(BaseModel):
@@ -229,6 +271,7 @@ def create_app(
 
     app = FastAPI(title="gknet studio", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(UploadLimit, max_bytes=int(max_upload_mb * 1e6))
+    app.add_middleware(OriginCheck)
     app.add_middleware(HostCheck, hosts=hosts)  # added last: runs first
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
