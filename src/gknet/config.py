@@ -256,7 +256,9 @@ class Config:
         # Refused up front, as gknet harmonize refuses a --resolution: a training image whose
         # network pass alone cannot fit would fail (or swap) only after the run folder was made.
         from gknet.inference.harmonizer import check_resolution  # torch: only for a whole config
+        from gknet.models import check_size
 
+        check_size(self.model)
         try:
             check_resolution(self.model, self.train.image_size)
         except GknetError as exc:
