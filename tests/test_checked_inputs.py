@@ -27,7 +27,7 @@ from gknet.models import build_model
 from gknet.training import train
 from gknet.training.state import load_state, save_state
 from tests.conftest import tiny_config
-from tests.test_never_over_inputs import _image, _mask, snapshot
+from tests.test_hostile_inputs import _image, _mask, snapshot
 from tests.train_helpers import tiny_train_config, write_triplet_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")

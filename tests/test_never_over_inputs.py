@@ -4,15 +4,12 @@ takes it), every input byte-identical afterwards and nothing written."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from gknet.cli import main
 from gknet.config import to_dict
@@ -22,33 +19,10 @@ from gknet.io.guard import Inputs
 from gknet.models import build_model
 from gknet.studio.db import StudyDB
 from tests.conftest import tiny_config
+from tests.test_hostile_inputs import _image, _mask, snapshot
 from tests.train_helpers import tiny_train_config, write_triplet_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file under root (links followed) with the hash of its content."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _image(path: Path, seed: int = 0, size=(40, 32), fmt="PNG") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, format=fmt)
-    return path
-
-
-def _mask(path: Path, size=(40, 32)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mask = np.zeros((size[1], size[0]), np.uint8)
-    mask[8:24, 10:30] = 255
-    Image.fromarray(mask).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +32,7 @@ def world(tmp_path_factory) -> Path:
     cfg = tiny_config()
     torch.manual_seed(0)
     save_release(build_model(cfg), cfg, w / "tiny.safetensors")
-    _image(w / "c.png"), _mask(w / "m.png"), _image(w / "r_compare.jpg", fmt="JPEG")
+    _image(w / "c.png"), _mask(w / "m.png"), _image(w / "r_compare.jpg", format="JPEG")
     os.link(w / "c.png", w / "c_link.png")  # a hard link: another name, the same file
     (w / "c_sym.png").symlink_to(w / "c.png")
     _image(w / "folder" / "c" / "a.png"), _mask(w / "folder" / "m" / "a.png")
@@ -68,15 +42,15 @@ def world(tmp_path_factory) -> Path:
     ih4 = w / "ih4"  # iHarmony4 layout, one image
     (ih4 / "HAdobe5k_test.txt").parent.mkdir()
     (ih4 / "HAdobe5k_test.txt").write_text("a0041_1_3.jpg\n")
-    _image(ih4 / "HAdobe5k" / "composite_images" / "a0041_1_3.jpg", fmt="JPEG")
+    _image(ih4 / "HAdobe5k" / "composite_images" / "a0041_1_3.jpg", format="JPEG")
     _mask(ih4 / "HAdobe5k" / "masks" / "a0041_1.png")
-    _image(ih4 / "HAdobe5k" / "real_images" / "a0041.jpg", seed=1, fmt="JPEG")
+    _image(ih4 / "HAdobe5k" / "real_images" / "a0041.jpg", seed=1, format="JPEG")
     for k in (1, 2):  # finished shards (their content is never read: the outputs are refused first)
         shard = w / "shards" / f"shard-{k}-of-2"
         shard.mkdir(parents=True)
         (shard / "results.json").write_text("{}\n")
 
-    _image(w / "photos" / "images" / "p1.jpg", fmt="JPEG"), _mask(w / "photos" / "masks" / "p1.png")
+    _image(w / "photos" / "images" / "p1.jpg", format="JPEG"), _mask(w / "photos" / "masks" / "p1.png")
     (w / "photos" / "masks" / "p1.png").chmod(0o444)  # read-only: root writes it all the same
 
     (w / "ckpt.pt").write_bytes(b"a training checkpoint")
@@ -93,7 +67,7 @@ def world(tmp_path_factory) -> Path:
     os.link(w / "study.sqlite", w / "study_link.png")
     (w / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 1, "val": {"fmse": 1, "psnr": 2}}\n')
     os.link(w / "log.jsonl", w / "log_link.png")
-    _image(w / "study" / "composites" / "a.jpg", fmt="JPEG"), _mask(w / "study" / "masks" / "a.png")
+    _image(w / "study" / "composites" / "a.jpg", format="JPEG"), _mask(w / "study" / "masks" / "a.png")
     return w
 
 
