@@ -41,7 +41,7 @@ class Inputs:
     def __init__(self, files: Iterable[str | Path | None] = (), folders: Iterable[str | Path | None] = ()):
         self._files: dict[Identity, Path] = {}
         self._folders: dict[Identity, Path] = {}
-        self._clear: set[Path] = set()  # resolved folders known to hold no scanned folder above them
+        self._clear: set[Path] = set()  # folders (as given and resolved) in no input folder
         self.add_files(*files)
         self.add_folders(*folders)
 
@@ -85,13 +85,12 @@ class Inputs:
 
     def _check_folders(self, output: Path, key: Identity | None) -> None:
         if key in self._folders:
-            raise GknetError(
-                f"output {output} is the input folder {self._folders[key]}; refusing to write there"
-            )
-        if not self._folders:
+            found = self._folders[key]
+            raise GknetError(f"output {output} is the input folder {found}; refusing to write there")
+        if not self._folders or output.parent in self._clear:  # a folder's outputs: checked once
             return
-        parent = _resolved(output).parent
-        chain = []
+        parent = _resolved(output.parent)
+        chain = [output.parent]
         for folder in (parent, *parent.parents):
             if folder in self._clear:
                 break
