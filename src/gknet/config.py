@@ -147,9 +147,11 @@ class DataConfig:
     # training: 0.8 keeps a fifth of the large cross-category shifts real composites also show.
     same_category_share: float = 0.8
     # Share of harmonious samples (composite = target: nothing to correct) and of mild edits
-    # (strengths x 0.3), so the model learns to leave nearly right composites alone.
+    # (strengths x 0.3), so the model learns to leave nearly right composites alone. No mild
+    # edits by default: without them the composites are already milder than iHarmony4 at the
+    # lower quartile (docs/synthetic.md); harmonious samples: not yet tuned by training.
     harmonious_share: float = 0.1
-    mild_share: float = 0.08
+    mild_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):

@@ -98,7 +98,7 @@ MODE_PROBS = {"object": 0.5, "scene": 0.25, "both": 0.25}
 # the scene's edit): the model must learn to leave such composites alone. Drawn before the mode.
 HARMONIOUS = "harmonious"
 HARMONIOUS_SHARE = 0.1
-MILD_FRACTION = 0.08  # edits whose strengths are scaled down: near-harmonious inputs exist too
+MILD_FRACTION = 0.0  # share of mild edits (strengths x MILD_SCALE): measured, see docs/synthetic.md
 MILD_SCALE = 0.3
 STRENGTH_RANGE = (0.5, 1.0)
 # A transfer / illumination change may push at most this share of the object's pixels to 0 or 255
