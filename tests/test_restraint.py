@@ -127,3 +127,33 @@ def test_evaluate_reports_restraint_per_method(tmp_path, capsys):
     assert "## Restraint" in (tmp_path / "out" / "reinhard" / "report.md").read_text()
     paired = (tmp_path / "out" / "paired.md").read_text()
     assert "| composite | " in paired and "| reinhard | " in paired
+
+
+def test_data_config_shares_reach_the_generator():
+    from dataclasses import replace
+
+    from gknet.config import ConfigError, DataConfig, TrainConfig
+    from gknet.data.perturbations import HARMONIOUS_SHARE, MILD_FRACTION
+    from gknet.data.synthetic import SAME_CATEGORY_SHARE
+    from gknet.training.data import build_datasets
+    from tests.conftest import require_shared
+
+    default = DataConfig()
+    assert (default.same_category_share, default.harmonious_share, default.mild_share) == (
+        SAME_CATEGORY_SHARE,
+        HARMONIOUS_SHARE,
+        MILD_FRACTION,
+    )
+    for name in ("same_category_share", "harmonious_share", "mild_share"):
+        for bad in (-0.1, 1.5, float("nan")):
+            with pytest.raises(ConfigError, match=f"data.{name} must be a finite number in"):
+                DataConfig(**{name: bad})
+    data = DataConfig(
+        root=str(require_shared("data", "photos")), val_size=5, harmonious_share=1.0, same_category_share=0.0
+    )
+    train_set, val_set = build_datasets(data, replace(TrainConfig(), image_size=32))
+    for ds in (train_set, val_set):
+        assert ds.references.same_share == 0.0
+        for i in range(5):
+            item, info = ds.sample(i)
+            assert info["mode"] == "harmonious" and torch.equal(item["composite"], item["target"])
