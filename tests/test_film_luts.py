@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from gknet.data.perturbations import FilmLuts, apply_lut, perturb_foreground, perturb_scene
+from gknet.data.luts import FilmLuts, apply_lut
+from gknet.data.perturbations import perturb_foreground, perturb_scene
 from gknet.data.synthetic import SyntheticComposites, each_edit
 from gknet.errors import GknetError
 from tests.conftest import require_shared
@@ -94,12 +96,10 @@ def test_film_grade_on_object_and_scene():
 
 
 def test_missing_film_grades_are_skipped_with_a_message(tmp_path):
-    for sub in ("images", "masks"):
+    shared = require_shared("data", "photos")
+    for sub, suffix in (("images", ".jpg"), ("masks", ".png")):  # one real photo, nothing beside it
         (tmp_path / "photos" / sub).mkdir(parents=True)
-    Image.new("RGB", (16, 16), (120, 90, 60)).save(tmp_path / "photos" / "images" / "a.jpg")
-    mask = Image.new("L", (16, 16))
-    mask.paste(255, (4, 4, 12, 12))
-    mask.save(tmp_path / "photos" / "masks" / "a.png")
+        shutil.copy(shared / sub / f"image_100005{suffix}", tmp_path / "photos" / sub)
     ds = SyntheticComposites(tmp_path / "photos", "train", image_size=16, val_fraction=1e-9)
     assert ds.luts is None and any(line.startswith("film_grade:") for line in ds.skipped)
     assert all("film_grade" not in [*(a or []), *(b or [])] for _, a, b in each_edit(ds))
@@ -110,5 +110,5 @@ def test_missing_film_grades_are_skipped_with_a_message(tmp_path):
             assert edit is None or "film_grade" not in edit["families"]
     with pytest.raises(GknetError, match="film grades not found"):
         SyntheticComposites(tmp_path / "photos", "train", film_luts=tmp_path / "none.npz", val_fraction=1e-9)
-    shared = SyntheticComposites(require_shared("data", "photos"), "val", image_size=16, limit=1)
-    assert shared.luts is not None and not shared.skipped
+    beside = SyntheticComposites(shared, "val", image_size=16, limit=1)
+    assert beside.luts is not None and not beside.skipped

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
-from gknet.data.perturbations import FAMILIES, SCENE_FAMILIES, FilmLuts, IlluminationMaps, perturb_foreground
+from gknet.data.luts import FilmLuts
+from gknet.data.perturbations import FAMILIES, SCENE_FAMILIES, IlluminationMaps, perturb_foreground
 from gknet.data.split import is_validation
 from gknet.data.synthetic import SyntheticComposites, list_photos
 from gknet.errors import GknetError

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gknet.data.beside import resolve_beside
 from gknet.data.split import is_validation
 from gknet.errors import GknetError
 
@@ -66,14 +67,8 @@ def read_categories(path: str | Path) -> dict[str, PhotoCategory]:
 def resolve_categories(root: str | Path, categories: str | Path | bool) -> dict[str, PhotoCategory] | None:
     """``categories`` True: ``root/categories.csv`` when it exists (else None: random references,
     split by name); False: None; a path: that file (an error when missing)."""
-    if categories is False:
-        return None
-    path = Path(root) / CATEGORIES_FILE if categories is True else Path(categories)
-    if not path.is_file():
-        if categories is True:
-            return None
-        raise GknetError(f"photo categories not found: {path}")
-    return read_categories(path)
+    path = resolve_beside(root, Path(CATEGORIES_FILE), categories, "photo categories")
+    return None if path is None else read_categories(path)
 
 
 def split_by_source(

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 
 from gknet.color.histogram import match_quantiles
 from gknet.color.spaces import lab_to_rgb, rgb_to_lab
+from gknet.data.beside import load_arrays
+from gknet.data.luts import FilmLuts
 from gknet.errors import GknetError
 
 GRADE_FAMILIES = (
@@ -54,14 +56,7 @@ GRADE_FAMILIES = (
 )
 TRANSFER_FAMILIES = ("lab_transfer", "cov_transfer", "hist_transfer", "idt_transfer", "illuminant")
 FAMILIES = TRANSFER_FAMILIES + GRADE_FAMILIES  # application order: a transfer first, then grades
-SCENE_FAMILIES = (
-    "film_grade",
-    "white_balance",
-    "exposure_gamma",
-    "saturation_contrast",
-    "tone_curve",
-    "day_night",
-)
+SCENE_FAMILIES = tuple(f for f in GRADE_FAMILIES if f != "light_gradient")  # whole-image grades
 
 # Relative frequencies of the object families. Colour transfer between objects made HCOCO and
 # HFlickr (most of iHarmony4), grades and re-lighting the rest: about half of the draws each.
@@ -388,11 +383,7 @@ class IlluminationMaps:
     photo illuminant), [K, 3, 11] each, keeping the K maps that do not blow up in-gamut colours."""
 
     def __init__(self, path: str | Path) -> None:
-        try:
-            with np.load(path) as data:
-                forward, reverse = data["forward"], data["reverse"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise GknetError(f"cannot read illumination maps {path}: {exc}") from exc
+        forward, reverse = load_arrays(path, ("forward", "reverse"), "illumination maps")
         if forward.ndim != 3 or forward.shape[1:] != (3, 11) or forward.shape != reverse.shape:
             raise GknetError(f"{path}: forward/reverse must both be [K, 3, 11], got {forward.shape}")
         # Test colours: a cube of standard-illuminant colours moved to each map's illuminant
@@ -438,50 +429,6 @@ def _illuminant(x, pos, rng, s, sources):
 
 # ----------------------------------------------------------------------------------------------------
 # Real film grades (RawTherapee's film simulations as 3D lookup tables).
-
-
-def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Pixels [3, N] in [0, 1] through a 3D LUT [S, S, S, 3] indexed ``lut[b, g, r]`` -> (R, G, B)
-    (values in [0, 1]), by trilinear interpolation between the 8 surrounding grid points.
-
-    ``grid_sample`` on the table as a volume (depth b, height g, width r) does exactly that, about
-    4x faster than gathering the 8 corners by hand (2.7 against 10 ms for a 256 x 256 image).
-    """
-    volume = lut.permute(3, 0, 1, 2)[None]  # [1, 3, b, g, r]
-    grid = (x.clamp(0, 1).T.to(lut.dtype) * 2 - 1).reshape(1, 1, 1, -1, 3)  # (x, y, z) = (r, g, b)
-    out = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.reshape(3, -1).to(x.dtype)
-
-
-class FilmLuts:
-    """The film grades of a ``film_luts_33.npz``: ``luts`` uint8 [K, S, S, S, 3] (``[k, b, g, r]`` ->
-    RGB) and their ``names``, kept as uint8 (a float copy of all would take about 100 MB)."""
-
-    def __init__(self, path: str | Path) -> None:
-        try:
-            with np.load(path) as data:
-                luts, names = data["luts"], data["names"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise GknetError(f"cannot read film grades {path}: {exc}") from exc
-        size = luts.shape[1] if luts.ndim == 5 else 0
-        if (
-            luts.dtype != np.uint8
-            or size < 2
-            or luts.shape[1:] != (size, size, size, 3)
-            or len(names) != len(luts)
-        ):
-            raise GknetError(
-                f"{path}: luts must be uint8 [K, S, S, S, 3] with K names, got {luts.shape} {luts.dtype}"
-            )
-        self.luts, self.names = torch.from_numpy(luts), [str(n) for n in names]
-        self.path = Path(path)
-
-    def __len__(self) -> int:
-        return len(self.luts)
-
-    def apply(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        """Pixels [3, N] in [0, 1] through grade ``index``."""
-        return apply_lut(x.float(), self.luts[index].float() / 255).to(x.dtype)
 
 
 def _film_grade(x, pos, rng, s, sources):

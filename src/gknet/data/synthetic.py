@@ -20,7 +20,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
+from gknet.data.beside import resolve_beside
 from gknet.data.categories import ReferencePicker, resolve_categories, split_by_source
+from gknet.data.luts import FilmLuts
 from gknet.data.perturbations import (
     FAMILIES,
     FAMILY_WEIGHTS,
@@ -28,7 +30,6 @@ from gknet.data.perturbations import (
     MILD_FRACTION,
     MODE_PROBS,
     SCENE_FAMILIES,
-    FilmLuts,
     IlluminationMaps,
     make_composite,
 )
@@ -53,16 +54,9 @@ def _load(kind: type, path: str):
 
 
 def _resolve(kind: type, default: Path, root: str | Path, choice: str | Path | bool, what: str):
-    """``choice`` True: ``default`` relative to the photos ``root`` when it exists (else None:
-    the family is left out); False: None; a path: that file (an error when missing)."""
-    if choice is False:
-        return None
-    path = Path(root) / default if choice is True else Path(choice)
-    if not path.is_file():
-        if choice is True:
-            return None
-        raise GknetError(f"{what} not found: {choice}")
-    return _load(kind, str(path.resolve()))
+    """The data of :func:`gknet.data.beside.resolve_beside`'s file, or None without one."""
+    path = resolve_beside(root, default, choice, what)
+    return None if path is None else _load(kind, str(path.resolve()))
 
 
 def resolve_illumination_maps(root: str | Path, maps: str | Path | bool) -> IlluminationMaps | None:
