@@ -139,6 +139,7 @@ def test_data_config_shares_reach_the_generator():
     from tests.conftest import require_shared
 
     default = DataConfig()
+    assert default.film_grades is True
     assert (default.same_category_share, default.harmonious_share, default.mild_share) == (
         SAME_CATEGORY_SHARE,
         HARMONIOUS_SHARE,
@@ -149,11 +150,15 @@ def test_data_config_shares_reach_the_generator():
             with pytest.raises(ConfigError, match=f"data.{name} must be a finite number in"):
                 DataConfig(**{name: bad})
     data = DataConfig(
-        root=str(require_shared("data", "photos")), val_size=5, harmonious_share=1.0, same_category_share=0.0
+        root=str(require_shared("data", "photos")),
+        val_size=5,
+        harmonious_share=1.0,
+        same_category_share=0.0,
+        film_grades=False,
     )
     train_set, val_set = build_datasets(data, replace(TrainConfig(), image_size=32))
     for ds in (train_set, val_set):
-        assert ds.references.same_share == 0.0
+        assert ds.references.same_share == 0.0 and ds.luts is None and not ds.skipped
         for i in range(5):
             item, info = ds.sample(i)
             assert info["mode"] == "harmonious" and torch.equal(item["composite"], item["target"])

@@ -152,6 +152,9 @@ class DataConfig:
     # lower quartile (docs/synthetic.md); harmonious samples: not yet tuned by training.
     harmonious_share: float = 0.1
     mild_share: float = 0.0
+    # The film_grade family (object and scene) when ../film_luts lies beside the photos; false
+    # leaves it out, e.g. for a run without it at an equal budget.
+    film_grades: bool = True
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):

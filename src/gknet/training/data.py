@@ -128,6 +128,7 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
             "same_category_share": data.same_category_share,
             "harmonious_share": data.harmonious_share,
             "mild_share": data.mild_share,
+            "film_luts": data.film_grades,
         }
         fit = SyntheticComposites(root, "train", crop_scale=train.crop_scale, hflip=train.hflip, **common)
         val = SyntheticComposites(root, "val", limit=data.val_size, **common)
