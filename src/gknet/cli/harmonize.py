@@ -60,6 +60,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to fit")
     p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="share of the model's change applied: 0 = the composite, 1 = the model (default), up to 1.5",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help=f"also write composite | harmonized | mask outline as <OUT stem>{COMPARE_SUFFIX}",
@@ -124,12 +131,15 @@ def _load(job: tuple, harmonizer, args: argparse.Namespace) -> dict:
     return {"name": composite.name, "image": image, "alpha": alpha, "tensors": tensors, "compare": compare}
 
 
-def _compute(harmonizer, loaded: list[dict], folder_mode: bool) -> list[tuple[dict, object]]:
+def _compute(
+    harmonizer, loaded: list[dict], folder_mode: bool, strength: float = 1.0
+) -> list[tuple[dict, object]]:
     """One network pass for a batch of loaded jobs (the calling thread's part)."""
     results = harmonizer.harmonize_tensors(
         [item["tensors"][0] for item in loaded],
         [item["tensors"][1] for item in loaded],
         labels=[item["name"] for item in loaded] if folder_mode else None,  # warnings name the file
+        strength=strength,
     )
     return list(zip(loaded, results, strict=True))
 
@@ -210,7 +220,7 @@ def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Na
     results = run_batched(
         jobs,
         lambda job: _load(job, harmonizer, args),
-        lambda loaded: _compute(harmonizer, loaded, folder_mode=True),
+        lambda loaded: _compute(harmonizer, loaded, folder_mode=True, strength=args.strength),
         lambda job, computed: _save(job, computed, args),
         batch_size=args.batch_size or (GPU_BATCH if on_gpu else CPU_BATCH),
         workers=args.workers if args.workers is not None else (GPU_WORKERS if on_gpu else CPU_WORKERS),
@@ -232,6 +242,7 @@ def _harmonize_folder(harmonizer, jobs: list, unmatched: list, args: argparse.Na
 def run(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
     from gknet.inference.harmonizer import Harmonizer
+    from gknet.inference.strength import check_strength
     from gknet.runtime.device import resolve_device
     from gknet.runtime.shard import local_rank, resolve_shard
 
@@ -244,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
+    check_strength(args.strength)
     shard = resolve_shard(args.shard)
     if shard is not None and not folder_mode:
         raise GknetError("--shard (or torchrun with several processes) needs --composites DIR --masks DIR")
@@ -262,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         harmonizer = Harmonizer.from_pretrained(args.weights, resolution=args.resolution, device=device)
         if folder_mode:
             return _harmonize_folder(harmonizer, jobs, unmatched, args, shard)
-        _save(job, _compute(harmonizer, [_load(job, harmonizer, args)], folder_mode=False)[0], args)
+        loaded = [_load(job, harmonizer, args)]
+        _save(job, _compute(harmonizer, loaded, folder_mode=False, strength=args.strength)[0], args)
     print("wrote " + " and ".join(str(path) for path in _outputs(job[2], args)))
     return 0

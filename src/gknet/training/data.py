@@ -10,7 +10,8 @@ are plainly resized and never change.
 Sources (``data.source``):
 
 - ``synthetic``: :class:`gknet.data.synthetic.SyntheticComposites` over photos + masks
-  under ``data.root``; it has its own fixed train/validation split.
+  under ``data.root``; it has its own fixed train/validation split (by source picture when the
+  photos come with a categories.csv).
 - ``iharmony4``: the benchmark's *train* lists of ``data.subsets`` under ``data.root``;
   ``data.val_fraction`` of them (chosen by :func:`gknet.data.split.is_validation` on
   ``subset/name``, the rule of the synthetic photos) is held out for validation, so the
@@ -123,6 +124,10 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
             "seed": data.seed,
             "mode_probs": {**MODE_PROBS, **data.edit_modes},
             "family_weights": {**FAMILY_WEIGHTS, **data.edit_families},
+            "same_category_share": data.same_category_share,
+            "harmonious_share": data.harmonious_share,
+            "mild_share": data.mild_share,
+            "film_luts": data.film_grades,
         }
         fit = SyntheticComposites(root, "train", crop_scale=train.crop_scale, hflip=train.hflip, **common)
         val = SyntheticComposites(root, "val", limit=data.val_size, **common)
