@@ -1,11 +1,13 @@
 """Atomic writes: all or nothing, and ordinary file permissions."""
 
 import os
+import signal
 import stat
 
 import pytest
 
 from gknet.errors import GknetError
+from gknet.io import atomic
 from gknet.io.atomic import (
     NAME_MAX,
     atomic_path,
@@ -99,3 +101,16 @@ def test_publish_copy_links_or_copies_and_replaces(tmp_path, monkeypatch):
     publish_copy(other, dst)
     assert dst.read_bytes() == b"state 2" and not os.path.samefile(other, dst)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_1.pt", "step_2.pt"]
+
+
+def test_an_interrupt_just_after_the_temporary_is_created_leaves_no_file(tmp_path, monkeypatch):
+    create = atomic._create
+
+    def create_then_interrupt(tmp):
+        create(tmp)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C at the worst moment: the file exists
+
+    monkeypatch.setattr(atomic, "_create", create_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "out.txt", "data")
+    assert list(tmp_path.iterdir()) == []

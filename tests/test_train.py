@@ -64,6 +64,34 @@ def test_tiny_model_overfits_four_synthetic_composites(tmp_path):
     assert after * 10 <= before, (before, after)
 
 
+class ThreadSpy(ItemList):
+    """Records torch's thread count whenever the training loop reads an item."""
+
+    def __init__(self, items: list[dict]):
+        super().__init__(items)
+        self.threads: set[int] = set()
+
+    def __getitem__(self, index: int) -> dict:
+        self.threads.add(torch.get_num_threads())
+        return super().__getitem__(index)
+
+
+def test_train_runs_on_train_threads_and_restores_the_thread_count(tmp_path):
+    items = [
+        {"composite": torch.rand(3, 16, 16), "mask": torch.ones(1, 16, 16), "target": torch.rand(3, 16, 16)}
+        for _ in range(2)
+    ]
+    spy = ThreadSpy(items)
+    cfg = Config(model=tiny_config(), train=TrainConfig(image_size=16, batch_size=2, max_steps=1, threads=1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(cfg, tmp_path / "run", datasets=(spy, ItemList(items)))
+        assert spy.threads == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_epoch_batches_shard_each_global_batch_deterministically():
     whole = epoch_batches(23, 6, seed=3, epoch=1)
     assert len(whole) == 3 and all(len(b) == 6 for b in whole)  # remainder of 23 // 6 dropped
@@ -264,7 +292,7 @@ def test_real_validation_selects_the_best_checkpoint(tmp_path):
 
     from gknet.data.iharmony4 import IHarmony4
     from gknet.evaluation.protocol import evaluate
-    from gknet.training.data import RealValidation
+    from gknet.training.validation import RealValidation
 
     real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 3, "Hday2night": 2})
     root = write_triplet_folder(tmp_path / "data", count=12, size=40)

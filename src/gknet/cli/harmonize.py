@@ -60,6 +60,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to fit")
     p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="share of the model's change applied: 0 = the composite, 1 = the model (default), up to 1.5",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help=f"also write composite | harmonized | mask outline as <OUT stem>{COMPARE_SUFFIX}",
@@ -113,12 +120,15 @@ def _load(job: tuple, harmonizer, args: argparse.Namespace, inputs) -> dict:
     return {"name": composite.name, "image": image, "alpha": alpha, "tensors": tensors, "compare": compare}
 
 
-def _compute(harmonizer, loaded: list[dict], folder_mode: bool) -> list[tuple[dict, object]]:
+def _compute(
+    harmonizer, loaded: list[dict], folder_mode: bool, strength: float = 1.0
+) -> list[tuple[dict, object]]:
     """One network pass for a batch of loaded jobs (the calling thread's part)."""
     results = harmonizer.harmonize_tensors(
         [item["tensors"][0] for item in loaded],
         [item["tensors"][1] for item in loaded],
         labels=[item["name"] for item in loaded] if folder_mode else None,  # warnings name the file
+        strength=strength,
     )
     return list(zip(loaded, results, strict=True))
 
@@ -207,7 +217,7 @@ def _harmonize_folder(
     results = run_batched(
         jobs,
         lambda job: _load(job, harmonizer, args, inputs),
-        lambda loaded: _compute(harmonizer, loaded, folder_mode=True),
+        lambda loaded: _compute(harmonizer, loaded, folder_mode=True, strength=args.strength),
         lambda job, computed: _save(job, computed, args),
         batch_size=args.batch_size or (GPU_BATCH if on_gpu else CPU_BATCH),
         workers=args.workers if args.workers is not None else (GPU_WORKERS if on_gpu else CPU_WORKERS),
@@ -230,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
     from gknet.inference.harmonizer import Harmonizer
     from gknet.inference.release import release_files
+    from gknet.inference.strength import check_strength
     from gknet.io.guard import Inputs
     from gknet.runtime.device import resolve_device
     from gknet.runtime.shard import local_rank, resolve_shard
@@ -243,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
     if args.threshold is not None and not 0 < args.threshold <= 1:
         raise GknetError(f"--threshold must be in (0, 1], got {args.threshold}")
+    check_strength(args.strength)
     shard = resolve_shard(args.shard)
     if shard is not None and not folder_mode:
         raise GknetError("--shard (or torchrun with several processes) needs --composites DIR --masks DIR")
@@ -263,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
         harmonizer = Harmonizer.from_pretrained(args.weights, resolution=args.resolution, device=device)
         if folder_mode:
             return _harmonize_folder(harmonizer, jobs, unmatched, args, shard, inputs)
-        _save(job, _compute(harmonizer, [_load(job, harmonizer, args, inputs)], folder_mode=False)[0], args)
+        loaded = [_load(job, harmonizer, args, inputs)]
+        _save(job, _compute(harmonizer, loaded, folder_mode=False, strength=args.strength)[0], args)
     print("wrote " + " and ".join(str(path) for path in _outputs(job[2], args)))
     return 0

@@ -4,6 +4,7 @@ the synthetic composites."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from gknet.cli._args import integer
@@ -60,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.preview and not args.output:
         raise GknetError("--preview needs -o GRID.png")
 
+    from gknet.data.categories import CATEGORIES_FILE
     from gknet.data.synthetic import (
+        DEFAULT_FILM_LUTS,
         DEFAULT_ILLUMINATION_MAPS,
         SyntheticComposites,
         composite_stats,
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     _check_size(args.size)
     root = Path(args.root)
-    inputs = Inputs([root / DEFAULT_ILLUMINATION_MAPS], [root / "images", root / "masks"])
+    beside = [root / DEFAULT_ILLUMINATION_MAPS, root / DEFAULT_FILM_LUTS, root / CATEGORIES_FILE]
+    inputs = Inputs(beside, [root / "images", root / "masks"])
     if args.preview:  # outputs first: the composites take a while
         inputs.check(args.output)
         check_output_path(args.output, args.overwrite)
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         for folder in ("composites", "masks", "targets"):  # only the export writes there
             remove_stale_temporaries(Path(args.export) / folder)
     dataset = SyntheticComposites(args.root, split=args.split, image_size=args.size, seed=args.seed)
+    for line in dataset.skipped:  # a family whose data file is missing
+        print(f"gknet synth: note: {line}", file=sys.stderr)
     dataset.set_epoch(args.epoch)
     indices = spread_indices(len(dataset), args.n)
     if args.preview:

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gknet.config import load_config, override
     from gknet.errors import GknetError
-    from gknet.training import config_from_checkpoint, train
+    from gknet.inference.checkpoints import config_from_checkpoint
+    from gknet.training import train
 
     resume_file = args.resume not in (None, "auto")
     auto_last = Path(args.out) / "ckpt" / "last.pt" if args.out and args.resume == "auto" else None
@@ -50,10 +51,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise GknetError("pass --config YAML (or --resume CHECKPOINT to continue with its config)")
     cfg = override(cfg, args.overrides)
-    if cfg.train.threads:
-        import torch
-
-        torch.set_num_threads(cfg.train.threads)  # process-wide: this process is the training run
     if args.out:
         out = Path(args.out)
     elif resume_file and Path(args.resume).parent.name == "ckpt":

@@ -82,6 +82,13 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     return state
 
 
+def selection(state: dict[str, Any]) -> tuple[str, float | None]:
+    """(what chose the best checkpoint, its best score) of a training state; states written
+    before real-composite validation kept only ``best_fmse`` (chosen by validation fMSE)."""
+    best = state["best_score"] if "best_score" in state else state["best_fmse"]
+    return state.get("select_on", "val.fmse"), best
+
+
 # What a resumed run reads from a state with state[key] (best_score: best_fmse in older states).
 REQUIRED = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "batch_in_epoch", "step")
 REQUIRED += ("val", "elapsed", "config", "config_name")
