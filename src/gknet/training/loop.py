@@ -179,6 +179,7 @@ def train(
 class _Trainer:
     def __init__(self, cfg, out_dir, resume, device, amp, config_name, datasets):
         from gknet.models import build_model
+        from gknet.models.semantic import parameter_groups
         from gknet.training.data import build_datasets
 
         self.cfg, self.out_dir, self.config_name = cfg, out_dir, config_name
@@ -211,7 +212,11 @@ class _Trainer:
         if self.dist.world > 1 and self.device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
+            parameter_groups(self.model, tc.lr),
+            lr=tc.lr,
+            betas=tc.betas,
+            eps=tc.eps,
+            weight_decay=tc.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, tc.warmup_steps, tc.schedule)
