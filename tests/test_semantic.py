@@ -259,3 +259,16 @@ def test_commands_run_a_semantic_release(tmp_path, capsys):
     assert main(["info", "--config", str(REPO / "configs" / "gknet_small_semantic.yaml"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["components"]["semantic"] > 700_000 and info["trainable"] == info["params"] - 700_768
+
+
+@pytest.mark.parametrize(("resolution", "use_mask", "levels"), [(64, True, 1), (100, False, 2)])
+def test_pass_bytes_counts_what_the_encoder_allocates(resolution, use_mask, levels):
+    from gknet.inference.harmonizer import pass_bytes
+    from tests.test_harmonizer import _pass_tensor_bytes  # builds with the pretrained weights
+
+    needs_weights()
+    plain = tiny_config(widths=(8, 16, 32), kpb_levels=3)
+    cfg = replace(plain, **SEMANTIC, semantic_mask=use_mask, semantic_levels=levels)
+    with_encoder, without = _pass_tensor_bytes(cfg, resolution), _pass_tensor_bytes(plain, resolution)
+    added = pass_bytes(cfg, resolution) - pass_bytes(plain, resolution)
+    assert added == pytest.approx(with_encoder.total - without.total, rel=0.01)

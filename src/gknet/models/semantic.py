@@ -48,7 +48,9 @@ class ConvBN(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act=True):
         super().__init__(
-            nn.ZeroPad2d(same_padding(kernel, stride)),
+            nn.ZeroPad2d(same_padding(kernel, stride))
+            if kernel > stride
+            else nn.Identity(),  # no copy for 1x1
             nn.Conv2d(cin, cout, kernel, stride, groups=groups, bias=False),
             nn.BatchNorm2d(cout, eps=BN_EPS),
             *([nn.ReLU6(inplace=True)] if act else []),
@@ -101,6 +103,29 @@ class EfficientNetLite0(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.head(self(x)))
+
+
+def pass_floats(cfg, resolution: int) -> float:
+    """Floats the encoder allocates in one inference pass at ``resolution`` x ``resolution`` for
+    ModelConfig ``cfg`` (the Harmonizer's memory estimate): the input scaled and padded; per
+    conv its padded input (none for 1x1), its output and the norm's; the residual sums; the
+    mask's path; the projections, resized, and their sums with the encoder's maps."""
+    n = -(-resolution // STRIDE) * STRIDE  # the padded side, then each map's
+    total = 6.0 * resolution**2 + 3 * n**2 + 3 * (n + 1) ** 2
+    if cfg.semantic_mask:
+        total += n**2 + (n + 1) ** 2 + 3 * STEM * (n // 2) ** 2
+    n //= 2
+    total += 2 * STEM * n**2
+    cin = STEM
+    for repeats, kernel, first_stride, expansion, cout in STAGES:
+        for r in range(repeats):
+            step, mid = first_stride if r == 0 else 1, cin * expansion
+            total += (2 * mid * n**2 if expansion != 1 else 0) + mid * (n + kernel - step) ** 2
+            n //= step
+            total += 2 * mid * n**2 + 2 * cout * n**2 + (cout * n**2 if step == 1 and cin == cout else 0)
+            cin = cout
+    joined = range(len(cfg.widths) - cfg.semantic_levels, len(cfg.widths))
+    return total + sum(cfg.widths[lvl] * (n**2 + 2 * (n * STRIDE >> lvl) ** 2) for lvl in joined)
 
 
 def _our_name(key: str) -> str | None:
