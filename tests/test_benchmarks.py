@@ -187,6 +187,22 @@ def test_file_to_file_steps_end_to_end_and_folder_mode(quick_run):
     assert folder["measured"] == max(gains.values()) and folder["pass"] == (max(gains.values()) >= 2)
 
 
+def test_the_semantic_encoders_cost(quick_run):
+    _, results, _ = quick_run
+    sem = results["semantic"]
+    base, with_encoder = sem["models"]
+    assert (base["model"], with_encoder["model"]) == ("gknet_small", "gknet_small_semantic")
+    # EfficientNet-Lite0's first five stages (frozen) + the mask conv, its scale and the 1x1 join
+    assert with_encoder["params"] - base["params"] == 700_768 + 321 + 14_464
+    assert with_encoder["trainable"] == base["trainable"] + 321 + 14_464 == base["params"] + 14_785
+    assert base["gmacs_256"] == pytest.approx(4.47, abs=0.01)
+    assert with_encoder["gmacs_256"] == pytest.approx(4.80, abs=0.01)  # as `gknet info` counts it
+    for row in sem["models"]:
+        assert row["network_256_s"] > 0 and row["fullres_s"] > 0
+    assert sem["network_256_time_ratio"] > 0 and sem["fullres_time_ratio"] > 0 and sem["rounds"] == 3
+    assert "## Semantic encoder cost" in render_markdown(results)
+
+
 @pytest.mark.skipif(not HAS_ONNX, reason="the onnx extra is not installed")
 def test_onnx_runtime_against_torch(quick_run):
     _, results, _ = quick_run

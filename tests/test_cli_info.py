@@ -16,7 +16,8 @@ def test_info_json(capsys):
     model = build_model(load_config(CONFIGS / "gknet_small.yaml").model)
     assert info["params"] == sum(p.numel() for p in model.parameters())
     assert sum(info["components"].values()) == info["params"]
-    assert set(info["components"]) == {"encoder", "lre", "kpb_scf", "decoder"}
+    assert set(info["components"]) == {"encoder", "semantic", "lre", "kpb_scf", "decoder"}
+    assert info["components"]["semantic"] == 0 and info["trainable"] == info["params"]
     assert info["macs_256"] > 1e9
 
 

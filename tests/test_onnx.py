@@ -130,12 +130,20 @@ def test_an_export_runs_with_its_releases_inference_settings(tmp_path, capsys):
     assert (ort_h.harmonize_tensor(comp, mask) - expected).abs().max() <= TOLERANCE
 
 
-def test_a_model_with_s2am_blocks_exports(tmp_path):
-    cfg = tiny_config(widths=(8, 8, 16), use_s2am=True, s2am_levels=2)
-    model = build_model(cfg).eval()
+def test_a_model_with_s2am_blocks_and_the_semantic_encoder_exports():
+    """One export for both optional parts (exports take seconds). The pretrained backbone and its
+    join travel in the graph; random backbone weights: the parity does not depend on them, and
+    the test needs no weights package."""
+    cfg = tiny_config(
+        widths=(8, 8, 16), use_s2am=True, s2am_levels=2, semantic="efficientnet_lite0", semantic_levels=2
+    )
+    model = build_model(cfg, pretrained=False).eval()
+    for conv in model.semantic.project.values():  # zero at init: give the join an effect
+        torch.nn.init.normal_(conv.weight, std=0.1)
     ort = OnnxRuntimeModel(export_onnx(model))
+    assert ort.cfg == cfg
     g = torch.Generator().manual_seed(2)
-    for h, w in ((32, 32), (40, 56)):
+    for h, w in ((32, 32), (40, 56), (37, 53)):
         comp, mask = torch.rand(2, 3, h, w, generator=g), (torch.rand(2, 1, h, w, generator=g) > 0.5).float()
         with torch.no_grad():
             expected = model(comp, mask)

@@ -32,6 +32,7 @@ from gknet.inference.strength import apply_strength, check_strength
 from gknet.io.images import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
 from gknet.models import Intermediates
 from gknet.models.s2am import mid_channels
+from gknet.models.semantic import pass_floats as semantic_pass_floats
 from gknet.runtime.device import resolve_device
 
 # One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
@@ -49,7 +50,7 @@ def pass_bytes(cfg, resolution: int) -> float:
     of its 2 x width channels (three channel attentions, the learning block's last conv and
     norm, four in the blend) and two of its learning block's width (first conv and norm), as
     counted in a pass (tests/test_harmonizer.py). For configs/gknet_paper.yaml that doubles
-    the finest level's term.
+    the finest level's term. A semantic encoder adds what it allocates (``semantic.pass_floats``).
     """
 
     def side(stride: int) -> int:  # feature map side at this stride (the input is padded up)
@@ -63,6 +64,8 @@ def pass_bytes(cfg, resolution: int) -> float:
         if level in attended:
             per_pixel += 9 * 2 * width + 2 * mid_channels(2 * width, cfg.s2am_mid_k)
         total += 4.0 * per_pixel * side(2**level) ** 2
+    if cfg.semantic != "none":
+        total += 4.0 * semantic_pass_floats(cfg, resolution)
     return total
 
 

@@ -91,7 +91,9 @@ def _check_size(cfg: ModelConfig, path: Path) -> None:
     from gknet.models import build_model
 
     with torch.device("meta"):
-        needed = sum(t.numel() * t.element_size() for t in build_model(cfg).state_dict().values())
+        needed = sum(
+            t.numel() * t.element_size() for t in build_model(cfg, pretrained=False).state_dict().values()
+        )
     size = path.stat().st_size
     if needed > size:
         raise GknetError(
@@ -147,7 +149,7 @@ def load_release(
         raise GknetError(f"cannot read weights {path}: {exc}") from None
     _check_size(cfg, path)
     check_finite(tensors, f"weights {path}")
-    model = build_model(cfg, inference.normalization)
+    model = build_model(cfg, inference.normalization, pretrained=False)  # the file holds every tensor
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # shape mismatches
