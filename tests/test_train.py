@@ -64,6 +64,44 @@ def test_tiny_model_overfits_four_synthetic_composites(tmp_path):
     assert after * 10 <= before, (before, after)
 
 
+class ThreadsSeen(ItemList):
+    """Items that note torch's CPU threads when the training loop reads them."""
+
+    def __init__(self, items: list[dict]):
+        super().__init__(items)
+        self.seen: set[int] = set()
+
+    def __getitem__(self, index: int) -> dict:
+        self.seen.add(torch.get_num_threads())
+        return super().__getitem__(index)
+
+
+def test_train_runs_on_train_threads_and_restores_the_callers(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {
+            "composite": torch.rand(3, 32, 32, generator=g),
+            "mask": torch.ones(1, 32, 32),
+            "target": torch.rand(3, 32, 32, generator=g),
+        }
+        for _ in range(2)
+    ]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for threads, expected in ((1, {1}), (0, {2})):  # 0: the caller's threads
+            cfg = Config(
+                model=tiny_config(),
+                train=TrainConfig(image_size=32, batch_size=2, max_steps=1, threads=threads),
+            )
+            fit, val = ThreadsSeen(items), ThreadsSeen(items)
+            train(cfg, tmp_path / f"run{threads}", datasets=(fit, val))
+            assert fit.seen == val.seen == expected
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_epoch_batches_shard_each_global_batch_deterministically():
     whole = epoch_batches(23, 6, seed=3, epoch=1)
     assert len(whole) == 3 and all(len(b) == 6 for b in whole)  # remainder of 23 // 6 dropped

@@ -50,10 +50,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise GknetError("pass --config YAML (or --resume CHECKPOINT to continue with its config)")
     cfg = override(cfg, args.overrides)
-    if cfg.train.threads:
-        import torch
-
-        torch.set_num_threads(cfg.train.threads)  # process-wide: this process is the training run
     if args.out:
         out = Path(args.out)
     elif resume_file and Path(args.resume).parent.name == "ckpt":

@@ -172,8 +172,15 @@ def train(
     resume: a checkpoint path, ``"auto"`` (``out_dir/ckpt/last.pt`` if present) or None.
     datasets: (train, validation) datasets yielding gknet items; default: built from cfg.data.
     Returns ``{"step", "epoch", "stopped", "loss", "val", "real_val", "best_score", "select_on"}``.
+    ``train.threads`` (when not 0) sets torch's CPU threads for the run; they are restored after it.
     """
-    return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
+    threads = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _Trainer:
