@@ -178,13 +178,8 @@ def _write_pairs(root: Path, count: int) -> tuple[Path, Path]:
     return comps, masks
 
 
-def test_harmonize_shards_and_torchrun_cover_each_image_once(tmp_path, capsys):
-    from gknet.inference.release import save_release
-    from gknet.models import build_model
-    from tests.conftest import tiny_config
-
-    cfg = tiny_config()
-    weights = save_release(build_model(cfg), cfg, tmp_path / "tiny.safetensors")
+def test_harmonize_shards_and_torchrun_cover_each_image_once(tmp_path, capsys, tiny_release):
+    weights = tiny_release
     comps, masks = _write_pairs(tmp_path, 7)
     common = ["--composites", str(comps), "--masks", str(masks), "--weights", str(weights), "--device", "cpu"]
     common += ["--resolution", "64", "--no-progress", "--batch-size", "1"]  # same network batches
