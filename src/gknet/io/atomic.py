@@ -82,7 +82,9 @@ def check_writable(path: str | Path) -> None:
 
     Tries it: a temporary is created (and removed) in ``path``'s folder, or in the nearest
     existing folder above it when the folders are still to be made. Callers with slow work
-    ahead call this first, so that the work is not done for nothing.
+    ahead call this first, so that the work is not done for nothing. The probe may vanish
+    before it is removed (another process cleaning that folder's stale temporaries, e.g. a
+    shard of the same evaluation): it was created, which is all the check needs.
     """
     path = Path(path)
     long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
@@ -94,7 +96,7 @@ def check_writable(path: str | Path) -> None:
             if folder.exists():
                 raise GknetError(f"cannot write {path}: {folder} is not a folder")
             folder = folder.parent
-        _create_temporary(folder / path.name).unlink()
+        _create_temporary(folder / path.name).unlink(missing_ok=True)
     except OSError as exc:
         raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
 
