@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from gknet.config import ModelConfig, Normalization, load_config
+from gknet.config import ModelConfig, Normalization
 from gknet.models.gknet import GKNet, Intermediates
 
-__all__ = ["GKNet", "Intermediates", "build_model", "model_from_config_file"]
+__all__ = ["GKNet", "Intermediates", "build_model"]
 
 
 def build_model(cfg: ModelConfig, normalization: Normalization | None = None) -> GKNet:
@@ -16,8 +14,3 @@ def build_model(cfg: ModelConfig, normalization: Normalization | None = None) ->
     ``normalization``: the input statistics (default: ImageNet's, as in training).
     """
     return GKNet(cfg, normalization)
-
-
-def model_from_config_file(path: str | Path) -> GKNet:
-    """Randomly initialised model from the ``model`` section of a YAML config file."""
-    return build_model(load_config(path).model)
