@@ -86,9 +86,12 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny forward passes: on a busy 2-core machine, syncing threads costs more than the work."""
+    """Every test runs torch on one CPU thread: the suite's models are tiny, and on a busy 2-core
+    machine threads that spin-wait for each other cost more than the work (measured: four model
+    test files took 48 s on torch's 2 threads beside other jobs, 13 s on one). A test that needs
+    more threads sets them itself and restores them."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -15,7 +15,6 @@ from gknet.cli import main
 from gknet.io.images import load_mask, load_rgb
 from tests.conftest import require_shared, ship_weights, write_pair
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 LALONDE = ("image_001084", "image_001900", "image_002020")  # 256x256, 341x256, 256x256
 
 

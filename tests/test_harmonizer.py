@@ -22,7 +22,6 @@ from gknet.inference.release import save_release
 from gknet.models import build_model
 from tests.conftest import REPO, ship_weights, tiny_config
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = tiny_config()
 H, W = 45, 70
 

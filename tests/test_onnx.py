@@ -30,7 +30,6 @@ for _module in ("onnx", "onnxscript", "onnxruntime"):
 
 from gknet.inference.onnx_backend import OnnxRuntimeModel  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 TOLERANCE = 1e-4
 LALONDE = ("image_001084", "image_001900")  # 256x256 and 341x256
 # three levels, KPB on two of them (the shipped model: four, on three) and S2AM in the two finest
