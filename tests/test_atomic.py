@@ -1,6 +1,7 @@
 """Atomic writes: all or nothing, and ordinary file permissions."""
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from gknet.errors import GknetError
+from gknet.io import atomic
 from gknet.io.atomic import (
     NAME_MAX,
     atomic_path,
@@ -94,14 +96,13 @@ def test_check_writable_passes_when_another_process_removes_its_probe(tmp_path, 
     remove another's probe before that one removes it (which made that shard fail, writing nothing)."""
     import gknet.io.atomic as atomic
 
-    create = atomic._create_temporary
+    create = atomic._create
 
-    def create_then_lose(path):
-        probe = create(path)
-        assert remove_stale_temporaries(path.parent, [path.name]) == 1  # the other process
-        return probe
+    def create_then_lose(tmp):
+        create(tmp)
+        assert remove_stale_temporaries(tmp.parent) == 1  # the other process
 
-    monkeypatch.setattr(atomic, "_create_temporary", create_then_lose)
+    monkeypatch.setattr(atomic, "_create", create_then_lose)
     check_writable(tmp_path / "results.json")
     check_writable(tmp_path / "shard-1-of-2" / "results.json")  # probed in tmp_path, too
     assert not list(tmp_path.iterdir())
@@ -136,3 +137,16 @@ def test_publish_copy_links_or_copies_and_replaces(tmp_path, monkeypatch):
     publish_copy(other, dst)
     assert dst.read_bytes() == b"state 2" and not os.path.samefile(other, dst)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_1.pt", "step_2.pt"]
+
+
+def test_an_interrupt_just_after_the_temporary_is_created_leaves_no_file(tmp_path, monkeypatch):
+    create = atomic._create
+
+    def create_then_interrupt(tmp):
+        create(tmp)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C at the worst moment: the file exists
+
+    monkeypatch.setattr(atomic, "_create", create_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "out.txt", "data")
+    assert list(tmp_path.iterdir()) == []

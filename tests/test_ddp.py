@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import yaml
 
 from gknet.config import to_dict
-from gknet.training.loop import DUMP_PARAMS_ENV, train
+from gknet.training import train
 from gknet.training.state import load_state
-from tests.train_helpers import GKNET, tiny_train_config, write_triplet_folder
+from tests.train_helpers import tiny_train_config, write_triplet_folder
 
 
 def test_torchrun_two_ranks_match_each_other_and_one_process_with_the_global_batch(tmp_path):
@@ -24,24 +24,10 @@ def test_torchrun_two_ranks_match_each_other_and_one_process_with_the_global_bat
     config.write_text(yaml.safe_dump(to_dict(cfg)))
     out, dumps = tmp_path / "ddp", tmp_path / "dumps"
     dumps.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        GKNET,
-        "train",
-        "--config",
-        str(config),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
-    env = {**os.environ, DUMP_PARAMS_ENV: str(dumps)}
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    worker = Path(__file__).with_name("ddp_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [str(worker), str(config), str(out), str(dumps)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     rank0, rank1 = torch.load(dumps / "rank0.pt"), torch.load(dumps / "rank1.pt")

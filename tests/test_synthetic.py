@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from gknet.cli import main
+from gknet.data.luts import FilmLuts
 from gknet.data.perturbations import FAMILIES, SCENE_FAMILIES, IlluminationMaps, perturb_foreground
 from gknet.data.split import is_validation
 from gknet.data.synthetic import SyntheticComposites, list_photos
@@ -27,12 +28,14 @@ def _scene(size=48, seed=0):
 def test_each_family_changes_the_foreground_only(family):
     image, mask = _scene()
     fg = mask[0] > 0.5
-    maps = None
+    maps = luts = None
     if family == "illuminant":
         maps = IlluminationMaps(require_shared("data", "illumination_maps", "ccharmony_polynomial_maps.npz"))
+    if family == "film_grade":
+        luts = FilmLuts(require_shared("data", "film_luts", "film_luts_33.npz"))
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        composite, info = perturb_foreground(image, mask, rng, families=[family], illuminants=maps)
+        composite, info = perturb_foreground(image, mask, rng, families=[family], illuminants=maps, luts=luts)
         assert info["families"] == [family]
         assert torch.equal(composite[:, ~fg], image[:, ~fg])
         change = (composite - image).abs()[:, fg].mean().item()
@@ -162,7 +165,7 @@ def test_cli_writes_a_preview_grid(tmp_path, capsys):
     grid = Image.open(out)
     assert grid.size == (80 + 3 * 42, 3 * 42)
     out = capsys.readouterr().out
-    assert "fMSE p10/50/90" in out and "object area p10/50/90" in out and "HCOCO 738" in out
+    assert "fMSE p10/25/50/90" in out and "object area p10/25/50/90" in out and "HCOCO 738" in out
     assert "modes: " in out and "families (share of items): " in out
     assert main([*args, "--preview", "-o", str(out)]) == 2  # never overwrites silently
     each = tmp_path / "each.png"
@@ -222,9 +225,9 @@ def test_dataset_mixes_object_and_scene_edits():
         families |= set(info["object"]["families"] if info["object"] else [])
         if info["mode"] == "object":
             assert info["scene"] is None
-        else:
+        elif info["mode"] != "harmonious":
             assert set(info["scene"]["families"]) <= set(SCENE_FAMILIES)
-    assert modes == {"object", "scene", "both"}
+    assert {"object", "scene", "both"} <= modes
     assert len(families) >= 6
 
 
@@ -281,6 +284,7 @@ def test_the_config_edit_mix_reaches_the_training_data():
         val_size=6,
         edit_modes={"scene": 0, "both": 0},  # object edits only
         edit_families={f: 0 for f in FAMILIES if f != only},
+        harmonious_share=0.0,
     )
     train_set, val_set = build_datasets(data, replace(TrainConfig(), image_size=32))
     for ds in (train_set, val_set):

@@ -65,7 +65,7 @@ def test_a_non_finite_validation_never_becomes_the_best_checkpoint(tmp_path, mon
 def test_a_non_finite_real_validation_score_never_becomes_the_best(tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    from gknet.training.data import RealValidation
+    from gknet.training.validation import RealValidation
 
     real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 2})
     root = write_triplet_folder(tmp_path / "data", count=8, size=40)

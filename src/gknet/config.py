@@ -141,11 +141,27 @@ class DataConfig:
     # per edit mode (object / scene / both) and per object-edit family; 0 leaves one out.
     edit_modes: dict[str, float] = field(default_factory=dict)
     edit_families: dict[str, float] = field(default_factory=dict)
+    # Share of colour-transfer references taken from an object of the same category (or coarse
+    # group) as the edited one, as iHarmony4's HCOCO/HFlickr; the rest from other categories.
+    # Needs the photos' categories.csv (without it, references are any photo). Not yet tuned by
+    # training: 0.8 keeps a fifth of the large cross-category shifts real composites also show.
+    same_category_share: float = 0.8
+    # Share of harmonious samples (composite = target: nothing to correct) and of mild edits
+    # (strengths x 0.3), so the model learns to leave nearly right composites alone. No mild
+    # edits by default: without them the composites are already milder than iHarmony4 at the
+    # lower quartile (docs/synthetic.md); harmonious samples: not yet tuned by training.
+    harmonious_share: float = 0.1
+    mild_share: float = 0.0
+    # The film_grade family (object and scene) when ../film_luts lies beside the photos; false
+    # leaves it out, e.g. for a run without it at an equal budget.
+    film_grades: bool = True
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):
             raise ConfigError(f"data.source must be synthetic, iharmony4 or folder, got {self.source!r}")
         _real("data.val_fraction", self.val_fraction, 0, 1, open_low=True)
+        for name in ("same_category_share", "harmonious_share", "mild_share"):
+            _real(f"data.{name}", getattr(self, name), 0, 1, open_high=False)
         for name in ("val_size", "seed", "workers"):
             _integer(f"data.{name}", getattr(self, name), 0)
         if self.edit_modes or self.edit_families:

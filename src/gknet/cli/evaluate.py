@@ -164,6 +164,10 @@ def _report(run, files: dict) -> int:
                 f"{label:>10}: n={group['n']:<6} MSE {group['mse']:8.2f}  PSNR {group['psnr']:6.2f}  "
                 f"fMSE {group['fmse']:8.2f}"
             )
+    if run.rows:
+        from gknet.evaluation.restraint import format_restraint
+
+        print(f"{'restraint':>10}: {format_restraint(results['restraint'])}")
     print(f"wrote {', '.join(str(f) for f in files.values())}")
     if run.failures:
         print(f"{len(run.failures)} file(s) failed (listed in {files['report.md']}):")
@@ -273,6 +277,10 @@ def _write_paired(runs: list, path) -> None:
                 f"  {run.method} {subset}: better on {row['better']}, worse on {row['worse']} of "
                 f"{row['n']} images, P(better) {p}"
             )
+    from gknet.evaluation.restraint import render_restraint, restraint_summary
+
+    sections += ["## Restraint (composite fMSE below / above the threshold)\n"]
+    sections += [render_restraint({run.method: restraint_summary(run.rows) for run in runs}) + "\n"]
     text = "\n".join(sections)
     print(f"wrote {write_atomic(path, text)}")
 

@@ -33,8 +33,8 @@ def register(subparsers) -> None:
 
 def _onnx_source(args: argparse.Namespace):
     """(model, inference settings, name) to export to ONNX: the checkpoint's, or the release of --weights."""
+    from gknet.inference.checkpoints import checkpoint_model
     from gknet.inference.harmonizer import Harmonizer
-    from gknet.training import checkpoint_model
 
     if args.checkpoint:
         model, _cfg, state, inference = checkpoint_model(args.checkpoint)
@@ -45,8 +45,8 @@ def _onnx_source(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from gknet.errors import GknetError
+    from gknet.inference.checkpoints import export_checkpoint
     from gknet.io.atomic import check_writable, remove_stale_temporaries
-    from gknet.training import export_checkpoint
 
     if args.output is None and args.onnx is None:
         raise GknetError("nothing to write: give -o OUT.safetensors and/or --onnx OUT.onnx")

@@ -52,6 +52,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to fit")
     p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="share of the model's change applied: 0 = the composite, 1 = the model (default), up to 1.5",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help=f"also write composite | harmonized | mask outline as <OUT stem>{COMPARE_SUFFIX}",
@@ -136,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise GknetError("folder mode needs both --composites DIR and --masks DIR")
     if not folder_mode and not (args.composite and args.mask):
         raise GknetError("give COMPOSITE and MASK files (or --composites DIR --masks DIR)")
-    options = FileOptions(args.threshold, args.resize_mask, args.compare, args.overwrite)
+    options = FileOptions(args.threshold, args.resize_mask, args.compare, args.overwrite, args.strength)
     shard = resolve_shard(args.shard)
     if shard is not None and not folder_mode:
         raise GknetError("--shard (or torchrun with several processes) needs --composites DIR --masks DIR")

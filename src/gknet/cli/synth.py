@@ -4,6 +4,7 @@ the synthetic composites."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from gknet.cli._args import integer
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         for folder in ("composites", "masks", "targets"):  # only the export writes there
             remove_stale_temporaries(Path(args.export) / folder)
     dataset = SyntheticComposites(args.root, split=args.split, image_size=args.size, seed=args.seed)
+    for line in dataset.skipped:  # a family whose data file is missing
+        print(f"gknet synth: note: {line}", file=sys.stderr)
     dataset.set_epoch(args.epoch)
     indices = spread_indices(len(dataset), args.n)
     if args.preview:

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gknet.config import load_config, override
     from gknet.errors import GknetError
-    from gknet.training import config_from_checkpoint, train
+    from gknet.inference.checkpoints import config_from_checkpoint
+    from gknet.training import train
 
     resume_file = args.resume not in (None, "auto")
     auto_last = Path(args.out) / "ckpt" / "last.pt" if args.out and args.resume == "auto" else None

@@ -21,8 +21,10 @@ Object families (A), 1-3 per sample, at most one of the transfer families:
 - hist_transfer: per-channel histogram matching to the reference.
 - idt_transfer: iterative distribution transfer to the reference (Pitie et al.).
 - illuminant: a real illumination change, ccHarmony's measured colour maps (:class:`IlluminationMaps`).
+- film_grade: a real photographic colour grade, one of RawTherapee's film simulations as a 3D LUT
+  (:class:`FilmLuts`).
 
-Scene families (B) are the whole-image ones of the first five. Transfers and illumination
+Scene families (B) are the whole-image ones of the first five and film_grade. Transfers and illumination
 changes that clip too many object pixels are redrawn or weakened (:data:`MAX_NEW_CLIPPED`).
 """
 
@@ -39,9 +41,12 @@ import torch.nn.functional as F
 
 from gknet.color.histogram import match_quantiles
 from gknet.color.spaces import lab_to_rgb, rgb_to_lab
+from gknet.data.beside import load_arrays
+from gknet.data.luts import FilmLuts
 from gknet.errors import GknetError
 
 GRADE_FAMILIES = (
+    "film_grade",
     "white_balance",
     "exposure_gamma",
     "saturation_contrast",
@@ -51,7 +56,7 @@ GRADE_FAMILIES = (
 )
 TRANSFER_FAMILIES = ("lab_transfer", "cov_transfer", "hist_transfer", "idt_transfer", "illuminant")
 FAMILIES = TRANSFER_FAMILIES + GRADE_FAMILIES  # application order: a transfer first, then grades
-SCENE_FAMILIES = ("white_balance", "exposure_gamma", "saturation_contrast", "tone_curve", "day_night")
+SCENE_FAMILIES = tuple(f for f in GRADE_FAMILIES if f != "light_gradient")  # whole-image grades
 
 # Relative frequencies of the object families. Colour transfer between objects made HCOCO and
 # HFlickr (most of iHarmony4), grades and re-lighting the rest: about half of the draws each.
@@ -67,9 +72,11 @@ FAMILY_WEIGHTS = {
     "hist_transfer": 0.7,
     "idt_transfer": 0.5,
     "illuminant": 1.0,
+    "film_grade": 0.8,
 }
 # Scene (B) edits: global grades as an expert retouch (HAdobe5k) or a time-of-day change (Hday2night).
 SCENE_WEIGHTS = {
+    "film_grade": 1.0,
     "white_balance": 1.0,
     "exposure_gamma": 1.0,
     "saturation_contrast": 0.6,
@@ -82,7 +89,11 @@ SCENE_COUNT_PROBS = (0.6, 0.4)  # 1 or 2 scene families
 # "scene" (A = identity: a re-graded or night scene around the untouched object) and "both"
 # (independent A and B) are the HAdobe5k/Hday2night case, where the target is itself edited.
 MODE_PROBS = {"object": 0.5, "scene": 0.25, "both": 0.25}
-MILD_FRACTION = 0.08  # samples whose strengths are scaled down: near-harmonious inputs exist too
+# A harmonious sample's composite equals its target (the photo, or the photo with the object under
+# the scene's edit): the model must learn to leave such composites alone. Drawn before the mode.
+HARMONIOUS = "harmonious"
+HARMONIOUS_SHARE = 0.1
+MILD_FRACTION = 0.0  # share of mild edits (strengths x MILD_SCALE): measured, see docs/synthetic.md
 MILD_SCALE = 0.3
 STRENGTH_RANGE = (0.5, 1.0)
 # A transfer / illumination change may push at most this share of the object's pixels to 0 or 255
@@ -241,10 +252,11 @@ def _light_gradient(x, pos, rng, s, sources):
 @dataclass(frozen=True)
 class Sources:
     """What the transfer families move towards: ``reference`` pixels [3, M] (another photo's
-    object) and the real illumination maps; either may be None."""
+    object), the real illumination maps and the film grades; any may be None."""
 
     reference: torch.Tensor | None = None
     illuminants: IlluminationMaps | None = None
+    luts: FilmLuts | None = None
 
 
 def _lab_stats(lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,11 +383,7 @@ class IlluminationMaps:
     photo illuminant), [K, 3, 11] each, keeping the K maps that do not blow up in-gamut colours."""
 
     def __init__(self, path: str | Path) -> None:
-        try:
-            with np.load(path) as data:
-                forward, reverse = data["forward"], data["reverse"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise GknetError(f"cannot read illumination maps {path}: {exc}") from exc
+        forward, reverse = load_arrays(path, ("forward", "reverse"), "illumination maps")
         if forward.ndim != 3 or forward.shape[1:] != (3, 11) or forward.shape != reverse.shape:
             raise GknetError(f"{path}: forward/reverse must both be [K, 3, 11], got {forward.shape}")
         # Test colours: a cube of standard-illuminant colours moved to each map's illuminant
@@ -419,6 +427,20 @@ def _illuminant(x, pos, rng, s, sources):
     return out, {"source": source, "target": target, "alpha": alpha, "wanted_alpha": wanted}
 
 
+# ----------------------------------------------------------------------------------------------------
+# Real film grades (RawTherapee's film simulations as 3D lookup tables).
+
+
+def _film_grade(x, pos, rng, s, sources):
+    luts = sources.luts
+    if luts is None:
+        raise ValueError("the film_grade family needs film grades (Sources.luts)")
+    index = int(rng.integers(len(luts)))
+    wanted = float(min(1.0, 1.25 * s))  # mostly the whole grade, as a photographer applies it
+    out, alpha = blend_plausible(x, luts.apply(x, index), wanted)
+    return out, {"lut": luts.names[index], "alpha": alpha, "wanted_alpha": wanted}
+
+
 _FAMILY_FUNCS: dict[str, Callable] = {
     "white_balance": _white_balance,
     "exposure_gamma": _exposure_gamma,
@@ -431,6 +453,7 @@ _FAMILY_FUNCS: dict[str, Callable] = {
     "hist_transfer": _transfer_family(histogram_transfer),
     "idt_transfer": _transfer_family(iterative_distribution_transfer),
     "illuminant": _illuminant,
+    "film_grade": _film_grade,
 }
 
 
@@ -457,12 +480,14 @@ def _apply_families(
     weights: dict[str, float],
     count_probs: Sequence[float],
     sources: Sources,
+    mild_share: float = MILD_FRACTION,
 ) -> tuple[torch.Tensor, dict]:
-    """Draw (unless given) and apply families to pixels [3, N]; the info dict says what was done."""
+    """Draw (unless given) and apply families to pixels [3, N]; the info dict says what was done.
+    Drawn families are mild (strengths x MILD_SCALE) with probability ``mild_share``."""
     mild = False
     if families is None:
         families = sample_families(rng, weights, count_probs)
-        mild = bool(rng.random() < MILD_FRACTION)
+        mild = bool(rng.random() < mild_share)
     unknown = sorted(set(families) - set(weights))
     if unknown:
         raise ValueError(f"unknown perturbation families {unknown}; choose from {list(weights)}")
@@ -491,21 +516,23 @@ def perturb_foreground(
     families: Sequence[str] | None = None,
     illuminants: IlluminationMaps | None = None,
     weights: dict[str, float] = FAMILY_WEIGHTS,
+    luts: FilmLuts | None = None,
+    mild_share: float = MILD_FRACTION,
 ) -> tuple[torch.Tensor, dict]:
     """Change the appearance of the object in ``image`` [3, H, W] (in [0, 1]) where ``mask`` > 0.5.
 
     ``reference`` [3, h, w]: pixels the transfer families move towards (another photo's object,
     e.g. a [3, 1, N] strip); without one they move towards random statistics. ``illuminants``:
-    the maps of the ``illuminant`` family (it is never drawn without them). ``families``: force
-    these (applied in FAMILIES order, full strength range); by default 1-3 are drawn by
-    ``weights`` and a fraction of samples is mild. Returns the composite (the input, bit for bit, outside the
-    mask) and an info dict with the families, strengths and parameters.
+    the maps of the ``illuminant`` family and ``luts`` the grades of ``film_grade`` (neither is
+    drawn without them). ``families``: force these (applied in FAMILIES order, full strength
+    range); by default 1-3 are drawn by ``weights`` and a share ``mild_share`` is mild. Returns
+    the composite (the input, bit for bit, outside the mask) and an info dict with the families,
+    strengths and parameters.
     """
     _check_image(image)
     if mask.shape != (1, *image.shape[1:]):
         raise ValueError(f"mask must be [1, {image.shape[1]}, {image.shape[2]}], got {tuple(mask.shape)}")
-    if illuminants is None:
-        weights = {**weights, "illuminant": 0.0}
+    weights = _available(weights, illuminants, luts)
     composite = image.clone(memory_format=torch.contiguous_format)
     fg = mask[0] > 0.5
     if not fg.any():
@@ -515,20 +542,39 @@ def perturb_foreground(
     width = image.shape[2]
     pos = torch.stack([flat // width, flat % width])
     x = image.flatten(1).index_select(1, flat).float()
-    sources = Sources(reference, illuminants)
-    x, info = _apply_families(x, pos, rng, families, weights, FAMILY_COUNT_PROBS, sources)
+    sources = Sources(reference, illuminants, luts)
+    x, info = _apply_families(x, pos, rng, families, weights, FAMILY_COUNT_PROBS, sources, mild_share)
     composite.view(3, -1).index_copy_(1, flat, x.to(image.dtype))
     return composite, info
 
 
+def _available(weights: dict[str, float], illuminants, luts) -> dict[str, float]:
+    """``weights`` without the families whose data is missing."""
+    missing = {"illuminant": illuminants is None, "film_grade": luts is None}
+    return {f: 0.0 if missing.get(f) else w for f, w in weights.items()}
+
+
 def perturb_scene(
-    image: torch.Tensor, rng: np.random.Generator, families: Sequence[str] | None = None
+    image: torch.Tensor,
+    rng: np.random.Generator,
+    families: Sequence[str] | None = None,
+    luts: FilmLuts | None = None,
+    mild_share: float = MILD_FRACTION,
 ) -> tuple[torch.Tensor, dict]:
-    """A whole-image edit of ``image`` [3, H, W]: 1-2 SCENE_FAMILIES (a re-grade, re-exposure or
-    time-of-day change), or the forced ``families``. Returns the edited image and the info dict."""
+    """A whole-image edit of ``image`` [3, H, W]: 1-2 SCENE_FAMILIES (a re-grade, film grade,
+    re-exposure or time-of-day change; ``film_grade`` only with ``luts``), or the forced
+    ``families``. Returns the edited image and the info dict."""
     _check_image(image)
+    weights = _available(SCENE_WEIGHTS, None, luts)
     x, info = _apply_families(
-        image.reshape(3, -1).float(), None, rng, families, SCENE_WEIGHTS, SCENE_COUNT_PROBS, Sources()
+        image.reshape(3, -1).float(),
+        None,
+        rng,
+        families,
+        weights,
+        SCENE_COUNT_PROBS,
+        Sources(luts=luts),
+        mild_share,
     )
     return x.view_as(image).to(image.dtype), info
 
@@ -549,30 +595,41 @@ def make_composite(
     weights: dict[str, float] = FAMILY_WEIGHTS,
     families: Sequence[str] | None = None,
     scene_families: Sequence[str] | None = None,
+    luts: FilmLuts | None = None,
+    harmonious_share: float = HARMONIOUS_SHARE,
+    mild_share: float = MILD_FRACTION,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(composite, target, info) from one photo [3, H, W] and its object mask [1, H, W].
 
     ``composite = M * A(photo) + (1 - M) * B(photo)`` and ``target = B(photo)``, both 8-bit:
     mode "object" edits only the object (B = identity), "scene" only the scene (A = identity),
-    "both" edits each independently; ``mode`` None draws it by ``mode_probs``; ``weights``: the
-    object families' weights; ``families`` / ``scene_families`` force A's / B's families.
-    Outside the mask the composite equals the target exactly.
+    "both" edits each independently, "harmonious" gives composite = target (B = identity or a
+    scene edit, each half of the time: nothing to correct). ``mode`` None draws "harmonious"
+    with probability ``harmonious_share``, else a mode by ``mode_probs``; ``weights``: the object
+    families' weights; ``families`` / ``scene_families`` force A's / B's families; ``luts``: the
+    film grades; ``mild_share``: the share of mild edits. Outside the mask the composite equals
+    the target exactly.
     info: {"mode", "object", "scene"} with the per-edit info dicts (None for an identity).
     """
+    if mode is None and harmonious_share > 0 and rng.random() < harmonious_share:
+        mode = HARMONIOUS
     if mode is None:
         p = np.array([mode_probs.get(m, 0.0) for m in MODE_PROBS])
         mode = str(rng.choice(list(MODE_PROBS), p=p / p.sum()))
-    if mode not in MODE_PROBS:
-        raise ValueError(f"unknown edit mode {mode!r}; choose from {list(MODE_PROBS)}")
+    if mode not in (*MODE_PROBS, HARMONIOUS):
+        raise ValueError(f"unknown edit mode {mode!r}; choose from {[*MODE_PROBS, HARMONIOUS]}")
     info: dict = {"mode": mode, "object": None, "scene": None}
     target = photo
-    if mode != "object":
-        target, info["scene"] = perturb_scene(photo, rng, scene_families)
+    edit_scene = mode in ("scene", "both") or (mode == HARMONIOUS and (scene_families or rng.random() < 0.5))
+    if edit_scene:
+        target, info["scene"] = perturb_scene(photo, rng, scene_families, luts, mild_share)
         target = quantize(target)
+    if mode == HARMONIOUS:
+        return target.clone(), target, info
     composite = photo
     if mode != "scene":
         edited, info["object"] = perturb_foreground(
-            photo, mask, rng, reference, families, illuminants, weights
+            photo, mask, rng, reference, families, illuminants, weights, luts, mild_share
         )
         composite = quantize(edited)
     return torch.where(mask > 0.5, composite, target), target, info

@@ -3,7 +3,8 @@
 Each item is one photo edited twice by :func:`gknet.data.perturbations.make_composite`: the
 target is the photo, or the photo re-graded / re-lit as a whole (B); the composite is the
 target with the object replaced by an independent edit of it (A), often a colour transfer from
-another photo's object or a real illumination change. Outside the (binary) mask the composite
+another object of the same category (:mod:`gknet.data.categories`), a real illumination change
+or a film grade; a share of items is harmonious (composite = target). Outside the (binary) mask the composite
 equals the target exactly. This module holds the dataset, the preview grid, the difficulty
 statistics and the export; the edits themselves live in :mod:`gknet.data.perturbations`.
 """
@@ -19,9 +20,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from gknet.data.augment import crop_flip_resize, resize_triplet, sample_crop_box
+from gknet.data.beside import resolve_beside
+from gknet.data.categories import ReferencePicker, resolve_categories, split_by_source
+from gknet.data.luts import FilmLuts
 from gknet.data.perturbations import (
     FAMILIES,
     FAMILY_WEIGHTS,
+    HARMONIOUS_SHARE,
+    MILD_FRACTION,
     MODE_PROBS,
     SCENE_FAMILIES,
     IlluminationMaps,
@@ -31,27 +37,36 @@ from gknet.data.split import is_validation, unit_hash
 from gknet.errors import GknetError
 from gknet.io.images import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
 
-# Beside the photos in ../shared/data: the ccHarmony maps of the ``illuminant`` family.
+# Beside the photos in ../shared/data: the ccHarmony maps of the ``illuminant`` family and the
+# film grades of ``film_grade``.
 DEFAULT_ILLUMINATION_MAPS = Path("..") / "illumination_maps" / "ccharmony_polynomial_maps.npz"
+DEFAULT_FILM_LUTS = Path("..") / "film_luts" / "film_luts_33.npz"
+# Share of colour-transfer references of the photo's own category (else another category). Most
+# of iHarmony4 (HCOCO, HFlickr) took every reference from the same category; a fifth from other
+# categories keeps the large shifts of real cut-and-paste composites (day/night, other scenes).
+SAME_CATEGORY_SHARE = 0.8
 
 
 @functools.lru_cache(maxsize=4)
-def load_illumination_maps(path: str) -> IlluminationMaps:
-    """The maps at ``path``, read once per process."""
-    return IlluminationMaps(path)
+def _load(kind: type, path: str):
+    """The maps or grades at ``path``, read once per process."""
+    return kind(path)
+
+
+def _resolve(kind: type, default: Path, root: str | Path, choice: str | Path | bool, what: str):
+    """The data of :func:`gknet.data.beside.resolve_beside`'s file, or None without one."""
+    path = resolve_beside(root, default, choice, what)
+    return None if path is None else _load(kind, str(path.resolve()))
 
 
 def resolve_illumination_maps(root: str | Path, maps: str | Path | bool) -> IlluminationMaps | None:
-    """``maps`` True: DEFAULT_ILLUMINATION_MAPS relative to the photos ``root`` when it exists
-    (else None: the family is left out); False: None; a path: that file (an error when missing)."""
-    if maps is False:
-        return None
-    if maps is True:
-        path = Path(root) / DEFAULT_ILLUMINATION_MAPS
-        return load_illumination_maps(str(path.resolve())) if path.is_file() else None
-    if not Path(maps).is_file():
-        raise GknetError(f"illumination maps not found: {maps}")
-    return load_illumination_maps(str(Path(maps).resolve()))
+    """The ``illuminant`` family's maps (see :func:`_resolve`; default DEFAULT_ILLUMINATION_MAPS)."""
+    return _resolve(IlluminationMaps, DEFAULT_ILLUMINATION_MAPS, root, maps, "illumination maps")
+
+
+def resolve_film_luts(root: str | Path, luts: str | Path | bool) -> FilmLuts | None:
+    """The ``film_grade`` family's grades (see :func:`_resolve`; default DEFAULT_FILM_LUTS)."""
+    return _resolve(FilmLuts, DEFAULT_FILM_LUTS, root, luts, "film grades")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -85,8 +100,13 @@ class SyntheticComposites(torch.utils.data.Dataset):
 
     Train items depend only on (seed, epoch, index): call ``set_epoch`` every epoch for fresh
     crops and perturbations. Validation items depend only on (seed, name): always the same.
-    ``illumination_maps``: see :func:`resolve_illumination_maps`. ``mode_probs`` and
-    ``family_weights`` change the edit mix (e.g. {"object": 1} for object-only edits).
+    ``illumination_maps`` / ``film_luts``: see :func:`resolve_illumination_maps` /
+    :func:`resolve_film_luts`; ``skipped`` says which family was left out for want of its file.
+    ``categories``: True reads ``root/categories.csv`` when present (then the split keeps each
+    source picture on one side and references are of the same category with probability
+    ``same_category_share``, see :mod:`gknet.data.categories`), False ignores it, or a path.
+    ``mode_probs`` and ``family_weights`` change the edit mix (e.g. {"object": 1} for
+    object-only edits); ``harmonious_share`` and ``mild_share``: see :func:`make_composite`.
     """
 
     def __init__(
@@ -102,6 +122,11 @@ class SyntheticComposites(torch.utils.data.Dataset):
         illumination_maps: str | Path | bool = True,
         mode_probs: dict[str, float] = MODE_PROBS,
         family_weights: dict[str, float] = FAMILY_WEIGHTS,
+        categories: str | Path | bool = True,
+        same_category_share: float = SAME_CATEGORY_SHARE,
+        harmonious_share: float = HARMONIOUS_SHARE,
+        mild_share: float = MILD_FRACTION,
+        film_luts: str | Path | bool = True,
     ) -> None:
         if split not in ("train", "val"):
             raise GknetError(f"split must be 'train' or 'val', got {split!r}")
@@ -114,13 +139,36 @@ class SyntheticComposites(torch.utils.data.Dataset):
         self.crop_scale = crop_scale
         self.hflip = hflip
         self.epoch = 0
-        want_val = split == "val"
+        for label, share in (
+            ("same_category_share", same_category_share),
+            ("harmonious_share", harmonious_share),
+            ("mild_share", mild_share),
+        ):
+            if not 0.0 <= share <= 1.0:
+                raise GknetError(f"{label} must be in [0, 1], got {share}")
+        names = list_photos(self.root)
+        self.categories = resolve_categories(self.root, categories)
+        if self.categories is None:
+            held_out = {n for n in names if is_validation(n, seed, val_fraction)}
+        else:  # another object of a validation picture never appears in training
+            held_out = split_by_source(names, self.categories, seed, val_fraction)
         # References for colour transfer come from the same split: validation never feeds training.
-        self.pool = [n for n in list_photos(self.root) if is_validation(n, seed, val_fraction) == want_val]
+        self.pool = [n for n in names if (n in held_out) == (split == "val")]
         if not self.pool:
             raise GknetError(f"the {split} split of {self.root} is empty (val_fraction={val_fraction})")
         self.names = self.pool[:limit] if limit > 0 else self.pool
+        self.references = ReferencePicker(self.pool, self.categories, same_category_share)
+        self.harmonious_share, self.mild_share = harmonious_share, mild_share
         self.illuminants = resolve_illumination_maps(self.root, illumination_maps)
+        self.luts = resolve_film_luts(self.root, film_luts)
+        self.skipped = [
+            f"{family}: {path} not found beside the photos, the family is left out"
+            for family, data, choice, path in (
+                ("illuminant", self.illuminants, illumination_maps, DEFAULT_ILLUMINATION_MAPS),
+                ("film_grade", self.luts, film_luts, DEFAULT_FILM_LUTS),
+            )
+            if data is None and choice is True
+        ]
         unknown = sorted(set(mode_probs) - set(MODE_PROBS)) + sorted(set(family_weights) - set(FAMILIES))
         if unknown or sum(mode_probs.values()) <= 0 or sum(family_weights.values()) <= 0:
             raise GknetError(f"bad edit mix: unknown {unknown} or no positive weight")
@@ -174,21 +222,22 @@ class SyntheticComposites(torch.utils.data.Dataset):
             cropped = crop_flip_resize([image, mask], (0, 0, *image.size), flip, self.image_size)
         return cropped
 
-    def _reference(self, name: str, rng: np.random.Generator) -> torch.Tensor:
-        """Another photo of the split (mostly its object, else the whole frame), small: only its
-        statistics matter."""
-        other = self.pool[int(rng.integers(len(self.pool)))]
-        if other == name:
-            other = self.pool[(self.pool.index(other) + 1) % len(self.pool)]
+    def _reference(self, name: str, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
+        """Pixels of another photo of the split, small (only their statistics matter), and where
+        they come from: the object of a photo of the same category (or group), else another
+        category's object or (with probability 1 - REFERENCE_OBJECT_PROB) its whole frame."""
+        other, match = self.references.draw(name, rng)
+        info = {"name": other, "match": match}
         if other not in self._small:  # a few KB per photo: kept, a reference is drawn every sample
             image, mask = self._load(other)
             factor = max(1, min(image.size) // 64)
             self._small[other] = (np.array(image.reduce(factor)), np.asarray(mask.reduce(factor)) > 127)
         pixels, fg = self._small[other]
         pixels = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
-        if rng.random() < REFERENCE_OBJECT_PROB and fg.sum() >= 16:
-            return pixels[:, torch.from_numpy(fg)].unsqueeze(1)
-        return pixels
+        same = match in ("category", "group")
+        if (same or rng.random() < REFERENCE_OBJECT_PROB) and fg.sum() >= 16:
+            return pixels[:, torch.from_numpy(fg)].unsqueeze(1), {**info, "object": True}
+        return pixels, {**info, "object": False}
 
     def sample(
         self,
@@ -210,7 +259,7 @@ class SyntheticComposites(torch.utils.data.Dataset):
             image, mask = resize_triplet([image, mask], self.image_size)
         photo = to_tensor_image(image)
         fg = (to_tensor_image(mask) > 0.5).float()
-        reference = self._reference(name, rng)
+        reference, reference_info = self._reference(name, rng)
         composite, target, info = make_composite(
             photo,
             fg,
@@ -222,7 +271,11 @@ class SyntheticComposites(torch.utils.data.Dataset):
             self.family_weights,
             families,
             scene_families,
+            self.luts,
+            self.harmonious_share,
+            self.mild_share,
         )
+        info["reference"] = reference_info
         return {"composite": composite, "mask": fg, "target": target, "name": name}, info
 
     def __getitem__(self, index: int) -> dict:
@@ -239,9 +292,10 @@ def _tile(x: torch.Tensor) -> Image.Image:
 
 def each_edit(dataset: SyntheticComposites) -> list[tuple[str, list[str] | None, list[str] | None]]:
     """(mode, object families, scene families) showing every family once, then a random "both"."""
-    maps = dataset.illuminants is not None
-    edits = [("object", [f], None) for f in FAMILIES if f != "illuminant" or maps]
-    return edits + [("scene", None, [f]) for f in SCENE_FAMILIES] + [("both", None, None)]
+    missing = {"illuminant": dataset.illuminants is None, "film_grade": dataset.luts is None}
+    edits = [("object", [f], None) for f in FAMILIES if not missing.get(f)]
+    edits += [("scene", None, [f]) for f in SCENE_FAMILIES if not missing.get(f)]
+    return edits + [("both", None, None)]
 
 
 def preview_grid(
@@ -295,7 +349,7 @@ def spread_indices(length: int, count: int) -> list[int]:
 IHARMONY4_FMSE_MEDIAN = {"HCOCO": 738, "HAdobe5k": 1402, "HFlickr": 1091, "Hday2night": 893}
 IHARMONY4_FMSE_RANGE = (250, 5000)
 IHARMONY4_AREA_MEDIAN = (0.02, 0.11)
-STATS_PERCENTILES = (10, 50, 90)
+STATS_PERCENTILES = (10, 25, 50, 90)
 
 
 def composite_stats(dataset: SyntheticComposites, indices: Sequence[int]) -> dict:

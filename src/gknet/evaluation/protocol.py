@@ -25,6 +25,7 @@ from gknet.data.samples import SampleDataset
 from gknet.errors import GknetError
 from gknet.evaluation.baselines import Method, get_baseline
 from gknet.evaluation.metrics import fg_bucket, image_metrics, ratio_to_reference, summarize
+from gknet.evaluation.restraint import restraint_summary
 from gknet.runtime.device import resolve_device
 
 EVAL_SIZE = 256
@@ -115,6 +116,7 @@ class Evaluation:
             **measured,
             "composite": composite,
             "ratio_to_composite": ratio_to_reference(measured, composite),
+            "restraint": restraint_summary(self.rows),
             "n_images": len(self.rows),
             "n_failed": len(self.failures),
             "failures": self.failures,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gknet.errors import GknetError
 from gknet.evaluation.protocol import METRICS, Evaluation
+from gknet.evaluation.restraint import render_restraint
 from gknet.io.atomic import check_writable, remove_stale_temporaries, write_atomic
 
 PAPER_REFERENCE = "GKNet, ICCV 2023 (arXiv 2305.11676)"
@@ -163,6 +164,13 @@ def render_report(results: dict) -> str:
         tables[0],
         "",
         *others,
+        "## Restraint: composites below and above the threshold",
+        "",
+        "Images grouped by the composite's own fMSE; *made worse*: the method's fMSE is higher than "
+        "the composite's (see docs/evaluation.md).",
+        "",
+        render_restraint({method: results["restraint"]}),
+        "",
         "## Table 2: foreground ratio",
         "",
         f"Images per bucket: {bucket_counts}. The paper's Table 2 has no Composite or iDIH-HRNet row; "

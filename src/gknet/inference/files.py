@@ -35,16 +35,21 @@ class FileOptions:
 
     ``threshold``: foreground where mask >= T (0 < T <= 1); None uses the soft mask as alpha.
     ``compare``: also write ``<output stem>_compare.jpg`` (composite | harmonized | mask outline).
+    ``strength``: how much of the model's change is applied (:mod:`gknet.inference.strength`).
     """
 
     threshold: float | None = None
     resize_mask: bool = False
     compare: bool = False
     overwrite: bool = False
+    strength: float = 1.0
 
     def __post_init__(self):
+        from gknet.inference.strength import check_strength
+
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise GknetError(f"--threshold must be in (0, 1], got {self.threshold}")
+        check_strength(self.strength)
 
     def outputs(self, out: Path) -> tuple[Path, ...]:
         """The result file, and its comparison sheet with ``compare``."""
@@ -125,12 +130,13 @@ def _load(job: Job, harmonizer, options: FileOptions) -> dict:
     return {"name": composite.name, "image": image, "alpha": alpha, "tensors": tensors, "compare": compare}
 
 
-def _compute(harmonizer, loaded: list[dict], name_files: bool) -> list[tuple[dict, object]]:
+def _compute(harmonizer, loaded: list[dict], name_files: bool, strength: float) -> list[tuple[dict, object]]:
     """One network pass for a batch of loaded jobs (the calling thread's part)."""
     results = harmonizer.harmonize_tensors(
         [item["tensors"][0] for item in loaded],
         [item["tensors"][1] for item in loaded],
         labels=[item["name"] for item in loaded] if name_files else None,  # warnings name the file
+        strength=strength,
     )
     return list(zip(loaded, results, strict=True))
 
@@ -153,7 +159,8 @@ def _save(job: Job, computed: tuple[dict, object], options: FileOptions) -> None
 
 def harmonize_file(harmonizer, job: Job, options: FileOptions) -> tuple[Path, ...]:
     """Harmonize one (composite, mask, output) job; returns the files written."""
-    _save(job, _compute(harmonizer, [_load(job, harmonizer, options)], name_files=False)[0], options)
+    loaded = [_load(job, harmonizer, options)]
+    _save(job, _compute(harmonizer, loaded, name_files=False, strength=options.strength)[0], options)
     return options.outputs(job[2])
 
 
@@ -175,7 +182,7 @@ def harmonize_folder(
     return run_batched(
         jobs,
         lambda job: _load(job, harmonizer, options),
-        lambda loaded: _compute(harmonizer, loaded, name_files=True),
+        lambda loaded: _compute(harmonizer, loaded, name_files=True, strength=options.strength),
         lambda job, computed: _save(job, computed, options),
         batch_size=batch_size or (GPU_BATCH if on_gpu else CPU_BATCH),
         workers=workers if workers is not None else (GPU_WORKERS if on_gpu else CPU_WORKERS),

@@ -3,6 +3,7 @@
     from gknet import Harmonizer
     h = Harmonizer.from_pretrained()          # shipped "gknet_small", a release file or an .onnx export
     result = h(composite, mask)               # PIL image, numpy array or torch tensor
+    softer = h(composite, mask, strength=0.5) # half the model's change (0 = none, up to 1.5)
 
 The network runs on a ``resolution`` x ``resolution`` copy of the image (the whole image
 resized, as in training and in the iHarmony4 protocol); its colour change is carried to
@@ -27,6 +28,7 @@ from PIL import Image
 from gknet.config import MIN_RESOLUTION, InferenceConfig
 from gknet.errors import GknetError
 from gknet.inference.fullres import resize, transfer_to_full_resolution
+from gknet.inference.strength import apply_strength, check_strength
 from gknet.io.images import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
 from gknet.models import Intermediates
 from gknet.models.s2am import mid_channels
@@ -165,15 +167,22 @@ class Harmonizer:
         runtime = OnnxRuntimeModel(source, device)
         return cls(runtime, resolution, runtime.device, settings=runtime.settings, name=runtime.name)
 
-    def harmonize_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def harmonize_tensor(
+        self, composite: torch.Tensor, mask: torch.Tensor, strength: float = 1.0
+    ) -> torch.Tensor:
         """composite [B, 3, H, W] float in [0, 1], mask [B, 1, H, W] in [0, 1] -> [B, 3, H, W].
 
         Same dtype and device as ``composite``; where ``mask`` is 0 the output equals it exactly.
+        ``strength``: the share of the model's change applied (:mod:`gknet.inference.strength`).
         """
-        return self.harmonize_tensors([composite], [mask])[0]
+        return self.harmonize_tensors([composite], [mask], strength=strength)[0]
 
     def harmonize_tensors(
-        self, composites: list[torch.Tensor], masks: list[torch.Tensor], labels: list[str] | None = None
+        self,
+        composites: list[torch.Tensor],
+        masks: list[torch.Tensor],
+        labels: list[str] | None = None,
+        strength: float = 1.0,
     ) -> list[torch.Tensor]:
         """Several :meth:`harmonize_tensor` inputs, each of its own size, with one network pass.
 
@@ -181,8 +190,14 @@ class Harmonizer:
         are stacked into one batch; each result is then carried to its input's own size.
         ``labels`` name the inputs in warnings. Equal to harmonizing one input at a time up to
         float rounding (the convolution kernels may sum in another order for another batch size).
+        ``strength`` scales every result's change (0 = the composite, 1 = the model, up to 1.5).
         """
-        return self._harmonize(composites, masks, labels, trace=False)[0]
+        strength = check_strength(strength)
+        results = self._harmonize(composites, masks, labels, trace=False)[0]
+        return [
+            apply_strength(c, out, m.to(c.device), strength)
+            for c, out, m in zip(composites, results, masks, strict=True)
+        ]
 
     def trace_tensor(self, composite: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Intermediates]:
         """``harmonize_tensor``'s result and the intermediates of its network pass, in one pass.
@@ -285,7 +300,13 @@ class Harmonizer:
         return comp, alpha.to(comp.device), restore
 
     def __call__(
-        self, composite, mask, *, threshold: float | None = None, resize_mask: bool = False
+        self,
+        composite,
+        mask,
+        *,
+        threshold: float | None = None,
+        resize_mask: bool = False,
+        strength: float = 1.0,
     ) -> Image.Image | np.ndarray | torch.Tensor:
         """Harmonize one image; returns the composite's type, dtype and size.
 
@@ -295,9 +316,11 @@ class Harmonizer:
         tensor [H, W] / [1, H, W] / [B, 1, H, W]; soft values act as alpha.
         threshold: if given, the mask becomes binary (foreground where mask >= threshold).
         resize_mask: resize a mask of another size to the composite's instead of failing.
+        strength: the share of the model's change applied, 0-1.5 (0 = the composite, 1 = the model).
         """
+        strength = check_strength(strength)  # before any work
         comp, alpha, restore = self.to_tensors(composite, mask, threshold=threshold, resize_mask=resize_mask)
-        return restore(self.harmonize_tensor(comp, alpha))
+        return restore(self.harmonize_tensor(comp, alpha, strength))
 
 
 def _describe(x) -> str:

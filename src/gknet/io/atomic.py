@@ -36,16 +36,10 @@ def temporary_path(path: str | Path) -> Path:
     return path.parent / f".{_prefix(path.name)}.{secrets.token_hex(6)}.tmp"
 
 
-def _create_temporary(path: Path) -> Path:
-    """A new empty file beside ``path``, created with mode 0666 so that the kernel applies the
-    umask as for any ``open()`` (tempfile.mkstemp would make it private, 0600)."""
-    while True:
-        tmp = temporary_path(path)
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
+def _create(tmp: Path) -> None:
+    """Create the empty file ``tmp`` (FileExistsError if taken) with mode 0666, so that the kernel
+    applies the umask as for any ``open()`` (tempfile.mkstemp would make it private, 0600)."""
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 def remove_stale_temporaries(
@@ -96,7 +90,9 @@ def check_writable(path: str | Path) -> None:
             if folder.exists():
                 raise GknetError(f"cannot write {path}: {folder} is not a folder")
             folder = folder.parent
-        _create_temporary(folder / path.name).unlink(missing_ok=True)
+        probe = temporary_path(folder / path.name)
+        _create(probe)
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -109,8 +105,15 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[str]:
     also flushes the file to disk before the rename (checkpoints: survive a power cut).
     """
     path = Path(path)
-    tmp = _create_temporary(path)
+    tmp = None
     try:
+        while tmp is None:
+            # Named before it exists, so that an interrupt right after its creation cannot leak it.
+            tmp = temporary_path(path)
+            try:
+                _create(tmp)
+            except FileExistsError:
+                tmp = None  # another writer's: draw another name
         yield str(tmp)
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
@@ -120,7 +123,8 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[str]:
                 os.close(fd)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:

@@ -3,8 +3,9 @@
 ``create_app`` returns a FastAPI app serving plain HTML/JS pages from ``static/`` and a small
 JSON API:
 
-- ``POST /api/harmonize`` (multipart ``composite`` + ``mask`` files) -> the full-resolution
-  harmonized PNG;
+- ``POST /api/harmonize`` (multipart ``composite`` + ``mask`` files, optional ``strength``
+  field, 0-1.5, default 1) -> the full-resolution harmonized PNG; the page's strength slider
+  re-renders from the composite and the strength-1 result in the browser, without a new pass;
 - ``GET /api/study/pair?session=S`` -> a new blind pair (image URLs only, no method names);
 - ``POST /api/study/vote`` ``{"session", "pair_id", "choice": "left" | "right"}``;
 - ``GET /api/scores`` -> Bradley-Terry scores; ``GET /api/votes.csv`` -> every vote;
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -37,6 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from gknet.errors import GknetError
+from gknet.inference.strength import MAX_STRENGTH, check_strength
 from gknet.io.images import IMAGE_SUFFIXES, mask_image, rgb_image
 from gknet.studio import bradley_terry
 from gknet.studio.db import StudyDB, VoteError
@@ -258,12 +260,21 @@ def create_app(
             "votes": db.count_votes(),
             "max_upload_mb": max_upload_mb,
             "max_pixels": max_pixels,
+            "max_strength": MAX_STRENGTH,
         }
 
     @app.post("/api/harmonize")
-    def harmonize(composite: Annotated[UploadFile, File()], mask: Annotated[UploadFile, File()]):
+    def harmonize(
+        composite: Annotated[UploadFile, File()],
+        mask: Annotated[UploadFile, File()],
+        strength: Annotated[float, Form()] = 1.0,
+    ):
         if harmonizer is None:
             raise HTTPException(503, "no model loaded: start the studio with --weights PATH")
+        try:
+            strength = check_strength(strength)
+        except GknetError as exc:
+            raise HTTPException(422, str(exc)) from None
         image = rgb_image(read_upload(composite, "composite", max_pixels))
         alpha = mask_image(read_upload(mask, "mask", max_pixels))
         if alpha.size != image.size:
@@ -273,7 +284,7 @@ def create_app(
             raise HTTPException(422, "the mask is empty: upload a mask or paint the foreground")
         try:
             with model_lock:  # one image at a time: a forward pass already uses every core
-                result = harmonizer(image, alpha)
+                result = harmonizer(image, alpha, strength=strength)
         except GknetError as exc:
             raise HTTPException(422, str(exc)) from None
         name = f"{Path(composite.filename or 'image').stem}_harmonized.png"

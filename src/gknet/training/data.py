@@ -10,7 +10,8 @@ are plainly resized and never change.
 Sources (``data.source``):
 
 - ``synthetic``: :class:`gknet.data.synthetic.SyntheticComposites` over photos + masks
-  under ``data.root``; it has its own fixed train/validation split.
+  under ``data.root``; it has its own fixed train/validation split (by source picture when the
+  photos come with a categories.csv).
 - ``iharmony4``: the benchmark's *train* lists of ``data.subsets`` under ``data.root``;
   ``data.val_fraction`` of them (chosen by :func:`gknet.data.split.is_validation` on
   ``subset/name``, the rule of the synthetic photos) is held out for validation, so the
@@ -24,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -124,6 +124,10 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
             "seed": data.seed,
             "mode_probs": {**MODE_PROBS, **data.edit_modes},
             "family_weights": {**FAMILY_WEIGHTS, **data.edit_families},
+            "same_category_share": data.same_category_share,
+            "harmonious_share": data.harmonious_share,
+            "mild_share": data.mild_share,
+            "film_luts": data.film_grades,
         }
         fit = SyntheticComposites(root, "train", crop_scale=train.crop_scale, hflip=train.hflip, **common)
         val = SyntheticComposites(root, "val", limit=data.val_size, **common)
@@ -137,56 +141,3 @@ def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Datas
 
         samples = FolderDataset(root / "composites", root / "masks", root / "targets")
     return _split_samples(samples, data, train, root)
-
-
-class RealValidation:
-    """Real composites with ground truth (an iHarmony4-layout folder), scored as the evaluator does.
-
-    Synthetic validation only tells whether a model learns; real composites decide which
-    checkpoint is best. The images are loaded and resized once (evaluation protocol, 256 px),
-    and every call scores the model on all of them with the evaluator's
-    :func:`gknet.evaluation.protocol.score_batch`. ``score`` is the mean over subsets of the model's fMSE
-    as a ratio to the composite's (lower is better; 1 = no change).
-    """
-
-    def __init__(self, root: str | Path, subsets: tuple[str, ...], size: int = 256):
-        from gknet.data.iharmony4 import IHarmony4
-        from gknet.evaluation.protocol import prepare_images
-
-        self.samples = IHarmony4(root, list(subsets), split="test")
-        if self.samples.problems:
-            path, message = self.samples.problems[0]
-            raise GknetError(f"real validation set {root}: {path}: {message}")
-        self.items = []
-        for index, sample in enumerate(self.samples):
-            composite, mask, target = sample.load()
-            if target is None:
-                raise GknetError(f"real validation set {root}: no target for {sample.composite}")
-            comp, fg, tgt = prepare_images(composite, mask, target, size)
-            self.items.append({"index": index, "composite": comp, "mask": fg, "target": tgt})
-        if not self.items:
-            raise GknetError(f"real validation set {root} lists no images for {', '.join(subsets)}")
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @torch.no_grad()
-    def __call__(self, model: torch.nn.Module, device: torch.device, batch_size: int = 8) -> dict:
-        """``{subset: {"n", "mse", "fmse", "psnr", "composite_fmse", "fmse_ratio"}, ..., "score"}``."""
-        from gknet.evaluation.metrics import mean_metrics
-        from gknet.evaluation.protocol import score_batch
-
-        was_training = model.training
-        model.eval()
-        rows = []
-        for start in range(0, len(self), batch_size):
-            rows += score_batch(model, self.items[start : start + batch_size], self.samples, device)
-        model.train(was_training)
-        result: dict = {}
-        for subset in dict.fromkeys(r["subset"] for r in rows):
-            group = [r for r in rows if r["subset"] == subset]
-            means = mean_metrics(group, ("mse", "fmse", "psnr", "composite_fmse"))
-            means["fmse_ratio"] = means["fmse"] / max(means["composite_fmse"], 1e-9)
-            result[subset] = means
-        result["score"] = float(np.mean([m["fmse_ratio"] for m in result.values()]))
-        return result

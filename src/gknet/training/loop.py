@@ -6,91 +6,39 @@ item depends only on ``(data.seed, e, index)`` (``set_epoch``); DataLoaders use 
 generators, so the global RNGs are touched only by the model itself. A checkpoint stores
 the epoch and how many of its batches were consumed, so a resumed run skips exactly the
 batches already seen and ends with the same weights as an uninterrupted one.
-
-Under DDP each rank takes a fixed slice of every global batch (``train.batch_size`` is
-the global batch and must be divisible by the world size); rank 0 alone validates,
-logs and writes checkpoints.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from gknet.config import Config, ConfigError, InferenceConfig, from_dict, to_dict
+from gknet.config import Config, to_dict
 from gknet.errors import GknetError
-from gknet.evaluation.metrics import image_metrics
-from gknet.io.atomic import check_writable, publish_copy, remove_stale_temporaries, write_atomic
+from gknet.io.atomic import publish_copy, remove_stale_temporaries, write_atomic
 from gknet.models.losses import fn_mse_loss
 from gknet.runtime.device import resolve_device
+from gknet.runtime.shard import local_rank
+from gknet.training.distributed import epoch_batches, init_distributed
 from gknet.training.ema import WeightAverage
 from gknet.training.log import RunLog
-from gknet.training.state import load_state, restore_rng_states, rng_states, save_state
+from gknet.training.state import load_state, restore_rng_states, rng_states, save_state, selection
+from gknet.training.validation import is_better, to_device, validate
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# Test hook: when set, every rank saves its final parameters to DIR/rank<R>.pt.
-DUMP_PARAMS_ENV = "GKNET_TRAIN_DUMP_PARAMS"
 # train.init_weights may change model.norm between these (their layers share weight and bias)
 NORMS_WITH_AFFINE = {"batch", "group"}
 BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a (possibly single-process) run."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the process group when torchrun's RANK/WORLD_SIZE/LOCAL_RANK are set."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
-        return Dist()
-    info = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
-    return info
-
-
-def epoch_batches(
-    n: int, global_batch: int, seed: int, epoch: int, rank: int = 0, world: int = 1
-) -> list[list[int]]:
-    """This rank's index lists for every full global batch of epoch ``epoch`` (remainder dropped).
-
-    Global batch s is ``perm[s*B:(s+1)*B]`` of a permutation fixed by (seed, epoch); rank r
-    takes its r-th contiguous slice of B / world items.
-    """
-    entropy = np.random.SeedSequence([seed, epoch]).generate_state(2)
-    gen = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
-    perm = torch.randperm(n, generator=gen).tolist()
-    per_rank = global_batch // world
-    starts = range(0, n - global_batch + 1, global_batch)
-    return [perm[s + rank * per_rank : s + (rank + 1) * per_rank] for s in starts]
 
 
 def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
@@ -107,44 +55,6 @@ def _loader(dataset: Dataset, workers: int, pin: bool, seed: int, **kwargs) -> D
     # A private generator: building an iterator must not draw from torch's global RNG.
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, num_workers=workers, pin_memory=pin, generator=gen, **kwargs)
-
-
-def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(batch[k].to(device, non_blocking=True) for k in ("composite", "mask", "target"))
-
-
-@torch.no_grad()
-def validate(
-    model: torch.nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None
-) -> dict[str, float]:
-    """Mean MSE / fMSE / PSNR (0-255 scale, as the evaluator) over the validation items."""
-    was_training = model.training
-    model.eval()
-    sums = {"mse": 0.0, "fmse": 0.0, "psnr": 0.0}
-    count = 0
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    for batch in loader:
-        composite, mask, target = _to(batch, device)
-        with autocast:
-            pred = model(composite, mask)
-        metrics = image_metrics(pred.float() * 255, target * 255, mask)
-        for key in sums:
-            sums[key] += float(metrics[key].sum())
-        count += len(composite)
-    model.train(was_training)
-    return {k: v / max(count, 1) for k, v in sums.items()}
-
-
-def _is_better(score: float, best: float | None) -> bool:
-    """Whether a validation score (lower is better) makes a new best checkpoint: never a non-finite one."""
-    return math.isfinite(score) and (best is None or score < best)
-
-
-def _selection(state: dict[str, Any]) -> tuple[str, float | None]:
-    """(what chose the best checkpoint, its best score) of a training state; states written
-    before real-composite validation kept only ``best_fmse`` (chosen by validation fMSE)."""
-    best = state["best_score"] if "best_score" in state else state["best_fmse"]
-    return state.get("select_on", "val.fmse"), best
 
 
 def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
@@ -171,26 +81,47 @@ def train(
 
     resume: a checkpoint path, ``"auto"`` (``out_dir/ckpt/last.pt`` if present) or None.
     datasets: (train, validation) datasets yielding gknet items; default: built from cfg.data.
+    ``train.threads`` (when set) holds for the run; the previous thread count is restored after.
     Returns ``{"step", "epoch", "stopped", "loss", "val", "real_val", "best_score", "select_on"}``.
-    ``train.threads`` (when not 0) sets torch's CPU threads for the run; they are restored after it.
     """
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _Trainer(cfg, Path(out_dir), resume, device, amp, config_name, datasets).run()
+        trainer = Trainer(cfg, Path(out_dir), device, amp, config_name, datasets)
+        path = _resume_path(resume, trainer.out_dir)
+        if path is not None:
+            trainer.restore(path)
+        else:
+            if resume is not None and trainer.dist.main:
+                tqdm.write(f"no checkpoint in {trainer.out_dir / 'ckpt'}: starting a new run")
+            if cfg.train.init_weights:
+                trainer.init_from(cfg.train.init_weights)
+        return trainer.run()
     finally:
         torch.set_num_threads(threads)
 
 
-class _Trainer:
-    def __init__(self, cfg, out_dir, resume, device, amp, config_name, datasets):
+class Trainer:
+    """One training run: built from a config by the constructor, then optionally :meth:`restore`d
+    from a checkpoint or initialised from release weights (:meth:`init_from`), then :meth:`run`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: Path,
+        device: str = "auto",
+        amp: str | None = None,
+        config_name: str | None = None,
+        datasets: tuple[Dataset, Dataset] | None = None,
+    ):
         from gknet.models import build_model
         from gknet.training.data import build_datasets
+        from gknet.training.validation import RealValidation
 
         self.cfg, self.out_dir, self.config_name = cfg, out_dir, config_name
         tc = cfg.train
-        self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", 0)))
+        self.device = resolve_device(device, local_rank())
         self.dist = init_distributed(self.device)
         if amp is not None and amp not in AMP_DTYPES:
             raise GknetError(f"--amp must be bf16 or fp16, got {amp!r}")
@@ -211,6 +142,11 @@ class _Trainer:
         self.steps_per_epoch = len(self.train_set) // tc.batch_size
         budget = tc.epochs * self.steps_per_epoch
         self.total_steps = min(budget, tc.max_steps) if tc.max_steps else budget
+        if tc.schedule == "cosine" and tc.max_minutes and not tc.max_steps and self.dist.main:
+            tqdm.write(
+                f"warning: the cosine schedule spans {self.total_steps} steps (train.epochs); with a "
+                "max_minutes budget set train.max_steps to the steps that fit, or the lr never decays"
+            )
 
         torch.manual_seed(tc.seed)
         np.random.seed(tc.seed)
@@ -224,55 +160,94 @@ class _Trainer:
             self.optimizer, lambda s: lr_factor(s, self.total_steps, tc.warmup_steps, tc.schedule)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
-        self.epoch = self.batch_in_epoch = self.step = 0
-        # The best checkpoint has the lowest score: the real composites' mean fMSE ratio when
-        # data.real_val is set, else the synthetic validation fMSE.
-        self.real_val = None
-        if cfg.data.real_val and self.dist.main:
-            from gknet.training.data import RealValidation
-
-            self.real_val = RealValidation(Path(cfg.data.real_val).expanduser(), cfg.data.real_val_subsets)
-        self.select_on = "real_val.score" if cfg.data.real_val else "val.fmse"
-        self.best_score: float | None = None
-        self.last_val: dict[str, float] | None = None
-        self.last_real: dict | None = None
-        self.elapsed_before = 0.0
-
-        path = _resume_path(resume, out_dir)
-        average = None
-        if path is not None:
-            average = self._load(path)
-        else:
-            if resume is not None and self.dist.main:
-                tqdm.write(f"no checkpoint in {out_dir / 'ckpt'}: starting a new run")
-            if tc.init_weights:
-                self._init_from(tc.init_weights)
-        # Started from the (loaded) weights; a resumed run continues its stored average.
+        # A running average of the weights, validated and exported instead of them.
         self.ema = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
-        if self.ema is not None and average is not None:
-            self.ema.load_state_dict(average)
-        if tc.schedule == "cosine" and tc.max_minutes and not tc.max_steps and self.dist.main:
-            tqdm.write(
-                f"warning: the cosine schedule spans {self.total_steps} steps (train.epochs); with a "
-                "max_minutes budget set train.max_steps to the steps that fit, or the lr never decays"
-            )
         self.net = self.model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
-        if self.dist.main:
-            (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
-            # Temporaries of a run killed mid-write (ours alone write here); the run continues.
-            remove_stale_temporaries(out_dir / "ckpt")
-            remove_stale_temporaries(out_dir, ["config.yaml", "log.jsonl"])
-            write_atomic(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        self.log = RunLog(out_dir, self.dist.main, self.step if path is not None else None)
-        pin = self.device.type == "cuda"
+        # The best checkpoint has the lowest score: the real composites' mean fMSE ratio when
+        # data.real_val is set, else the synthetic validation fMSE.
+        self.real_val = None
+        if cfg.data.real_val and self.dist.main:
+            self.real_val = RealValidation(Path(cfg.data.real_val).expanduser(), cfg.data.real_val_subsets)
+        self.select_on = "real_val.score" if cfg.data.real_val else "val.fmse"
+        self.pin = self.device.type == "cuda"
         self.val_loader = _loader(
-            self.val_set, cfg.data.workers, pin, tc.seed, batch_size=self.per_rank_batch, shuffle=False
+            self.val_set, cfg.data.workers, self.pin, tc.seed, batch_size=self.per_rank_batch, shuffle=False
         )
-        self.pin = pin
+
+        # Progress: where the run stands (restored by `restore`), and this process's timing.
+        self.epoch = self.batch_in_epoch = self.step = 0
+        self.best_score: float | None = None
+        self.last_val: dict[str, float] | None = None
+        self.last_real: dict | None = None
+        self.resumed = False
+        self.elapsed_before = 0.0
+        self.started = time.monotonic()
+        self.window_start = self.started  # start of the current img/s window
+        self.saved_step = self.validated_step = -1
+        self.log: RunLog | None = None
+        self.bar: tqdm | None = None
+
+    # -- starting points ------------------------------------------------------------------
+    def init_from(self, weights: str) -> None:
+        """Start from release weights (``train.init_weights``); batch <-> group norm may change."""
+        from gknet.inference.release import load_release, weights_path
+
+        source = weights_path(weights)
+        released, model_cfg, _ = load_release(source)
+        old, new = model_cfg.norm, self.cfg.model.norm
+        if replace(model_cfg, norm=new) != self.cfg.model or (old != new and {old, new} - NORMS_WITH_AFFINE):
+            raise GknetError(
+                f"train.init_weights {source} holds another architecture than the config's model "
+                "section; fine-tuning needs the same model settings, except batch <-> group norm "
+                "(see its .json)"
+            )
+        weights = released.state_dict()
+        if old != new:
+            # Batch and group norm layers share their affine parameters; BatchNorm's running
+            # statistics have no counterpart (dropped, or started fresh).
+            weights = {k: v for k, v in weights.items() if not k.endswith(BN_STATISTICS)}
+        missing, unexpected = self.model.load_state_dict(weights, strict=old == new)
+        if unexpected or not all(k.endswith(BN_STATISTICS) for k in missing):
+            raise GknetError(f"train.init_weights {source} does not fit the model: {missing + unexpected}")
+        if self.ema is not None:
+            self.ema = WeightAverage(self.model, self.cfg.train.ema_decay)  # average from these weights
+        if self.dist.main:
+            change = f" ({old} norm -> {new} norm)" if old != new else ""
+            tqdm.write(f"initialised from {source}{change}")
+
+    def restore(self, path: Path) -> None:
+        """Continue the run stored in checkpoint ``path`` exactly where it stopped."""
+        state = load_state(path, map_location=self.device)
+        if state["config"]["model"] != to_dict(self.cfg)["model"]:
+            raise GknetError(f"{path} was trained with a different model config; resume with its config")
+        select_on, best_score = selection(state)
+        if select_on != self.select_on:
+            raise GknetError(
+                f"{path} chose its best checkpoint by {select_on}, this config by "
+                f"{self.select_on}; resume with the same data.real_val setting"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        elif self.ema is not None:
+            self.ema = WeightAverage(self.model, self.cfg.train.ema_decay)  # the run kept none so far
+        restore_rng_states(state["rng"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.best_score = best_score
+        self.last_val, self.last_real = state["val"], state.get("real_val")
+        self.elapsed_before = state["elapsed"]
+        self.saved_step = self.validated_step = self.step
+        self.resumed = True
+        if self.dist.main:
+            where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
+            tqdm.write(f"resumed from {path} at {where}")
 
     # -- state -------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -295,55 +270,17 @@ class _Trainer:
             "config_name": self.config_name,
         }
 
-    def _init_from(self, weights: str) -> None:
-        from gknet.inference.release import load_release, weights_path
-
-        source = weights_path(weights)
-        released, model_cfg, _ = load_release(source)
-        old, new = model_cfg.norm, self.cfg.model.norm
-        if replace(model_cfg, norm=new) != self.cfg.model or (old != new and {old, new} - NORMS_WITH_AFFINE):
-            raise GknetError(
-                f"train.init_weights {source} holds another architecture than the config's model "
-                "section; fine-tuning needs the same model settings, except batch <-> group norm "
-                "(see its .json)"
-            )
-        weights = released.state_dict()
-        if old != new:
-            # Batch and group norm layers share their affine parameters; BatchNorm's running
-            # statistics have no counterpart (dropped, or started fresh).
-            weights = {k: v for k, v in weights.items() if not k.endswith(BN_STATISTICS)}
-        missing, unexpected = self.model.load_state_dict(weights, strict=old == new)
-        assert not unexpected and all(k.endswith(BN_STATISTICS) for k in missing), (missing, unexpected)
-        if self.dist.main:
-            change = f" ({old} norm -> {new} norm)" if old != new else ""
-            tqdm.write(f"initialised from {source}{change}")
-
-    def _load(self, path: Path) -> dict | None:
-        """Restore a run from ``path``; returns its weight average's state (None without one)."""
-        state = load_state(path, map_location=self.device)
-        if state["config"]["model"] != to_dict(self.cfg)["model"]:
-            raise GknetError(f"{path} was trained with a different model config; resume with its config")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        restore_rng_states(state["rng"])
-        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
-        select_on, self.best_score = _selection(state)
-        if select_on != self.select_on:
-            raise GknetError(
-                f"{path} chose its best checkpoint by {select_on}, this config by "
-                f"{self.select_on}; resume with the same data.real_val setting"
-            )
-        self.last_val, self.last_real = state["val"], state.get("real_val")
-        self.elapsed_before = state["elapsed"]
-        if self.dist.main:
-            where = f"step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
-            tqdm.write(f"resumed from {path} at {where}")
-        return state.get("ema")
-
     def _elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
+
+    def _prepare_run_folder(self) -> None:
+        if self.dist.main:
+            (self.out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+            # Temporaries of a run killed mid-write (ours alone write here); the run continues.
+            remove_stale_temporaries(self.out_dir / "ckpt")
+            remove_stale_temporaries(self.out_dir, ["config.yaml", "log.jsonl"])
+            write_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        self.log = RunLog(self.out_dir, self.dist.main, self.step if self.resumed else None)
 
     def _checkpoint(self, periodic: bool) -> None:
         paused = time.monotonic()
@@ -376,7 +313,7 @@ class _Trainer:
                     f"warning: validation at step {self.step} is not finite: not kept as best.pt "
                     f"({self.select_on} = {score})"
                 )
-            if _is_better(score, self.best_score):
+            if is_better(score, self.best_score):
                 self.best_score = score
                 save_state(self._state(), self.out_dir / "ckpt" / "best.pt")
         self.dist.barrier()
@@ -385,7 +322,7 @@ class _Trainer:
 
     # -- loop --------------------------------------------------------------------------
     def _train_step(self, batch: dict) -> torch.Tensor:
-        composite, mask, target = _to(batch, self.device)
+        composite, mask, target = to_device(batch, self.device)
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with autocast:
             pred = self.net(composite, mask)
@@ -402,10 +339,7 @@ class _Trainer:
 
     def _stop_if_diverged(self, loss: torch.Tensor) -> None:
         """Stop at the first NaN / infinite loss, before it reaches the weights (all ranks together)."""
-        bad = (~torch.isfinite(loss.detach())).float()
-        if self.dist.world > 1:
-            dist.all_reduce(bad)
-        if not bad.item():
+        if not self.dist.any(not bool(torch.isfinite(loss.detach())), self.device):
             return
         step, value = self.step + 1, loss.detach().item()
         self.log.write({"step": step, "event": "diverged", "loss": str(value)})
@@ -419,19 +353,16 @@ class _Trainer:
 
     def _out_of_time(self) -> bool:
         minutes = self.cfg.train.max_minutes
-        if not minutes:
-            return False
-        flag = torch.tensor([float(self._elapsed() >= 60 * minutes)], device=self.device)
-        if self.dist.world > 1:
-            dist.broadcast(flag, src=0)  # every rank must stop after the same step
-        return bool(flag.item())
+        # Every rank must stop after the same step.
+        return bool(minutes) and self.dist.any(self._elapsed() >= 60 * minutes, self.device)
 
     def run(self) -> dict[str, Any]:
+        """Train until the epochs, ``train.max_steps`` or ``train.max_minutes`` run out."""
         tc = self.cfg.train
-        self.started = time.monotonic()
-        self.saved_step = self.validated_step = self.step if self.step else -1
+        self._prepare_run_folder()
+        self.started = self.window_start = time.monotonic()
         stopped = "max_steps" if tc.max_steps and self.step >= tc.max_steps else "epochs"
-        loss_sum, window_steps, self.window_start = torch.zeros((), device=self.device), 0, time.monotonic()
+        loss_sum, window_steps = torch.zeros((), device=self.device), 0
         last_loss = math.nan
         bar = self.bar = tqdm(
             total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.dist.main
@@ -492,11 +423,9 @@ class _Trainer:
             self._validate()
         if self.saved_step != self.step:
             self._checkpoint(periodic=False)
-        self._dump_params()
         self.log.write({"step": self.step, "event": "end", "stopped": stopped, "time": self._elapsed()})
         self.log.close()
-        if self.dist.world > 1:
-            dist.destroy_process_group()
+        self.dist.close()
         return {
             "step": self.step,
             "epoch": self.epoch,
@@ -518,11 +447,7 @@ class _Trainer:
         return fields
 
     def _log_train(self, loss_sum: torch.Tensor, steps: int, lr: float) -> tuple[float, float]:
-        mean = loss_sum / max(steps, 1)
-        if self.dist.world > 1:
-            dist.all_reduce(mean)
-            mean /= self.dist.world
-        loss = float(mean)
+        loss = float(self.dist.mean(loss_sum / max(steps, 1)))
         img_per_s = steps * self.cfg.train.batch_size / max(time.monotonic() - self.window_start, 1e-9)
         self.log.write(
             {
@@ -535,66 +460,3 @@ class _Trainer:
             }
         )
         return loss, img_per_s
-
-    def _dump_params(self) -> None:
-        folder = os.environ.get(DUMP_PARAMS_ENV)
-        if folder:
-            torch.save(self.model.state_dict(), Path(folder) / f"rank{self.dist.rank}.pt")
-
-
-def _stored_config(state: dict[str, Any], path: str | Path) -> Config:
-    try:
-        return from_dict(Config, state["config"], where=f"{Path(path).name}:config")
-    except ConfigError as exc:
-        raise GknetError(f"invalid config in {path}: {exc}") from None
-
-
-def config_from_checkpoint(path: str | Path) -> tuple[Config, str | None]:
-    """The resolved config (and config name) stored in a training checkpoint."""
-    state = load_state(path)
-    return _stored_config(state, path), state["config_name"]
-
-
-def checkpoint_model(checkpoint: str | Path):
-    """(model in eval mode, its Config, the loaded state, the inference settings of its release)
-    of a training checkpoint: its weight average when the run kept one (train.ema_decay), which is
-    what it validated."""
-    from gknet.inference.release import check_finite
-    from gknet.models import build_model
-
-    state = load_state(checkpoint)
-    cfg = _stored_config(state, checkpoint)
-    weights = state["ema"]["model"] if state.get("ema") else state["model"]
-    check_finite(weights, f"checkpoint {checkpoint}")
-    model = build_model(cfg.model)
-    model.load_state_dict(weights)
-    inference = InferenceConfig(train_size=cfg.train.image_size, normalization=model.normalization)
-    return model.eval(), cfg, state, inference
-
-
-def export_checkpoint(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
-    """Write a checkpoint's model as release weights (``save_release``) with its training metadata."""
-    from gknet.inference.release import save_release
-
-    if Path(output).name in ("", ".", "..") or Path(output).is_dir():
-        raise GknetError(f"output must name a file such as model.safetensors, got {str(output)!r}")
-    output = Path(output).with_suffix(".safetensors")
-    if not overwrite and (output.exists() or output.with_suffix(".json").exists()):
-        raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")
-    check_writable(output)
-    remove_stale_temporaries(output.parent, [output.name, output.with_suffix(".json").name])
-    model, cfg, state, inference = checkpoint_model(checkpoint)
-    select_on, best_score = _selection(state)
-    meta = {
-        "step": state["step"],
-        "epoch": state["epoch"],
-        "weights": "moving average" if state.get("ema") else "last step",
-        "val": state["val"],
-        "real_val": state.get("real_val"),
-        "best_score": best_score,
-        "select_on": select_on,
-        "config_name": state["config_name"],
-        "train": to_dict(cfg.train),
-        "data": to_dict(cfg.data),
-    }
-    return save_release(model, cfg.model, output, meta=meta, inference=inference)

@@ -78,3 +78,10 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION or "model" not in state:
         raise GknetError(f"{path} is not a gknet training checkpoint (version {STATE_VERSION})")
     return state
+
+
+def selection(state: dict[str, Any]) -> tuple[str, float | None]:
+    """(what chose the best checkpoint, its best score) of a training state; states written
+    before real-composite validation kept only ``best_fmse`` (chosen by validation fMSE)."""
+    best = state["best_score"] if "best_score" in state else state["best_fmse"]
+    return state.get("select_on", "val.fmse"), best

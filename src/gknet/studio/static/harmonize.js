@@ -11,11 +11,13 @@ const state = {
   maskEdited: false,
   painted: false,
   tool: "brush",
-  resultUrl: null,
+  resultUrl: null, // the model's result (strength 1), as the server sent it
   compositeUrl: null,
+  strengthUrl: null, // the result re-rendered at another strength
 };
 
 fetchJSON("/api/info").then((info) => {
+  $("strength").max = Math.round(100 * (info.max_strength || 1.5));
   $("limits").textContent = `Limits: ${info.max_upload_mb} MB per upload, ` +
     `${Math.round(info.max_pixels / 1e6)} megapixels per image.`;
   const note = info.model ? "" : "No model is loaded: start the studio with --weights PATH.";
@@ -58,10 +60,14 @@ function showView(view) {
 }
 
 function resetResult() {
-  if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
-  state.resultUrl = null;
+  for (const key of ["resultUrl", "strengthUrl"]) {
+    if (state[key]) URL.revokeObjectURL(state[key]);
+    state[key] = null;
+  }
+  dial.composite = dial.result = null;
   $("view-compare").disabled = true;
   $("download").hidden = true;
+  $("strength-label").hidden = true;
 }
 
 $("composite-file").addEventListener("change", (event) => {
@@ -218,10 +224,8 @@ $("run").addEventListener("click", async () => {
     if (!response.ok) throw await responseError(response);
     resetResult();
     state.resultUrl = URL.createObjectURL(await response.blob());
-    $("after").src = state.resultUrl;
-    const name = state.composite.name.replace(/\.[^.]+$/, "") + "_harmonized.png";
-    Object.assign($("download"), { href: state.resultUrl, download: name, hidden: false });
     $("view-compare").disabled = false;
+    await startDial();
     const img = $("editor-image");
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(status, `Done: ${img.naturalWidth}×${img.naturalHeight} in ${seconds} s.`, "ok");
@@ -233,6 +237,70 @@ $("run").addEventListener("click", async () => {
     updateRunButton();
   }
 });
+
+// Strength dial: composite + s x (result - composite), computed here from the composite and the
+// model's result, so moving the slider never re-runs the network (the server's strength field
+// computes the same in floating point; this 8-bit version differs by at most one level).
+const dial = { composite: null, result: null, busy: false, again: false };
+
+async function imagePixels(url) {
+  const img = new Image();
+  img.src = url;
+  await img.decode();
+  const scratch = document.createElement("canvas");
+  [scratch.width, scratch.height] = [img.naturalWidth, img.naturalHeight];
+  const sctx = scratch.getContext("2d");
+  sctx.drawImage(img, 0, 0);
+  return sctx.getImageData(0, 0, scratch.width, scratch.height);
+}
+
+async function startDial() {
+  let pixels = [null, null];
+  try { // without the pixels (an image the canvas cannot read) the result is shown at strength 1
+    pixels = await Promise.all([imagePixels(state.compositeUrl), imagePixels(state.resultUrl)]);
+  } catch (error) {
+    console.warn("strength dial unavailable:", error);
+  }
+  const [composite, result] = pixels;
+  const usable = Boolean(result) && composite.width === result.width && composite.height === result.height;
+  [dial.composite, dial.result] = usable ? [composite, result] : [null, null];
+  $("strength-label").hidden = !usable;
+  await renderStrength();
+}
+
+function showResult(url, strength) {
+  $("after").src = url;
+  const suffix = strength === 1 ? "" : `_strength${strength.toFixed(2)}`;
+  const name = state.composite.name.replace(/\.[^.]+$/, "") + `_harmonized${suffix}.png`;
+  Object.assign($("download"), { href: url, download: name, hidden: false });
+}
+
+async function renderStrength() {
+  if (dial.busy) { dial.again = true; return; }
+  const strength = Number($("strength").value) / 100;
+  $("strength-value").textContent = strength.toFixed(2);
+  if (strength === 1 || !dial.result) { showResult(state.resultUrl, 1); return; }
+  dial.busy = true;
+  const { width, height } = dial.result;
+  const out = new ImageData(width, height);
+  const [c, r, o] = [dial.composite.data, dial.result.data, out.data];
+  for (let i = 0; i < o.length; i += 4) { // Uint8ClampedArray rounds and clamps to 0-255
+    o[i] = c[i] + strength * (r[i] - c[i]);
+    o[i + 1] = c[i + 1] + strength * (r[i + 1] - c[i + 1]);
+    o[i + 2] = c[i + 2] + strength * (r[i + 2] - c[i + 2]);
+    o[i + 3] = 255;
+  }
+  const scratch = document.createElement("canvas");
+  [scratch.width, scratch.height] = [width, height];
+  scratch.getContext("2d").putImageData(out, 0, 0);
+  const blob = await new Promise((resolve) => scratch.toBlob(resolve, "image/png"));
+  if (state.strengthUrl) URL.revokeObjectURL(state.strengthUrl);
+  state.strengthUrl = dial.result ? URL.createObjectURL(blob) : null;
+  if (state.strengthUrl) showResult(state.strengthUrl, strength);
+  dial.busy = false;
+  if (dial.again) { dial.again = false; renderStrength(); }
+}
+$("strength").addEventListener("input", () => renderStrength());
 
 function setSplit(percent) {
   $("split").value = percent;
