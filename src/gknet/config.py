@@ -204,7 +204,7 @@ class TrainConfig:
     ckpt_every: int = 0  # periodic checkpoint every this many steps; 0 = once per epoch
     log_every: int = 10
     seed: int = 0
-    threads: int = 0  # torch CPU threads of the `gknet train` process (the command sets them); 0 = default
+    threads: int = 0  # torch CPU threads while train() runs; 0 = torch's default
     # Fine-tuning: start from these release weights ("default" = the shipped ones) instead of
     # a random init; the optimiser and schedule start fresh. Ignored when resuming a run.
     init_weights: str = ""

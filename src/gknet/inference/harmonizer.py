@@ -100,7 +100,7 @@ class Harmonizer:
         self,
         model: torch.nn.Module,
         resolution: int | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         settings: InferenceConfig | None = None,
         name: str = "model",
     ):
@@ -133,7 +133,7 @@ class Harmonizer:
         name_or_path: str | Path = "gknet_small",
         *,
         resolution: int | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         backend: str = "auto",
     ) -> Harmonizer:
         """Release weights by shipped name (``"gknet_small"``, ``"default"``) or by path, or an
@@ -145,7 +145,7 @@ class Harmonizer:
         memory first, which takes seconds) or ``"auto"`` (ONNX Runtime for .onnx files, torch
         otherwise).
         """
-        from gknet.inference.release import inference_config, load_release, weights_path
+        from gknet.inference.release import read_release, weights_path
 
         if backend not in BACKENDS:
             raise GknetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -154,9 +154,8 @@ class Harmonizer:
             if backend == "torch":
                 raise GknetError(f"{path} is an ONNX model: it runs with backend 'onnxruntime', not 'torch'")
             return cls._on_onnxruntime(path, resolution, device)
-        model, _cfg, meta = load_release(path)
+        model, _cfg, settings, meta = read_release(path)
         name = str((meta or {}).get("name") or path.stem)
-        settings = inference_config(path)
         if backend == "onnxruntime":
             from gknet.inference.onnx_backend import export_onnx
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from gknet.config import ModelConfig, Normalization, load_config
+from gknet.config import ModelConfig, Normalization
 from gknet.models.gknet import GKNet, Intermediates
 from gknet.models.semantic import load_pretrained
 
-__all__ = ["GKNet", "Intermediates", "build_model", "model_from_config_file"]
+__all__ = ["GKNet", "Intermediates", "build_model"]
 
 
 def build_model(
@@ -24,8 +22,3 @@ def build_model(
     if pretrained and model.semantic is not None:
         load_pretrained(model.semantic.backbone)
     return model
-
-
-def model_from_config_file(path: str | Path) -> GKNet:
-    """Randomly initialised model from the ``model`` section of a YAML config file."""
-    return build_model(load_config(path).model)
