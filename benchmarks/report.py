@@ -399,7 +399,7 @@ OPTIONAL_SECTIONS = (
     (
         "Semantic encoder cost (`model.semantic`)",
         "semantic",
-        lambda results: "models" in results["semantic"],
+        lambda results: "models" in results.get("semantic", {}),
         _semantic_body,
     ),
     (
@@ -415,7 +415,7 @@ def render_markdown(results: dict) -> str:
     lines = _header(results) + _model_sections(results)
     for title, key, measured, body in OPTIONAL_SECTIONS:
         done = measured(results)
-        lines += _heading(title, results[key], done) + (body(results) if done else [])
+        lines += _heading(title, results.get(key, {}), done) + (body(results) if done else [])
     lines += ["## Cost against image size", "", f"![time vs megapixels]({PLOT_NAME})", ""]
     return "\n".join(lines)
 
