@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ from gknet.models.ops import kernel_modulation, kernel_modulation_unfold
 # name -> (config file, strip GKNet's modules to get the plain U-Net of the same widths)
 MODELS = {
     "gknet_small": ("gknet_small.yaml", False),
+    "gknet_small_semantic": ("gknet_small_semantic.yaml", False),
     "unet_small": ("ablation_baseline.yaml", False),
     "gknet_paper": ("gknet_paper.yaml", False),
     "unet_paper": ("gknet_paper.yaml", True),
@@ -75,7 +77,7 @@ def _env(plan: Plan) -> dict:
 
 def job_inference(plan: Plan, model: str, size: int) -> dict:
     _prepare(plan)
-    net = build_model(model_config(model)).eval()
+    net = build_model(model_config(model), pretrained=False).eval()
     macs = count_macs(net, size)  # before the memory window: it runs its own forward pass
     # in the channels-last layout, as the Harmonizer runs a network on the CPU
     net.to(memory_format=torch.channels_last)
@@ -88,9 +90,59 @@ def job_inference(plan: Plan, model: str, size: int) -> dict:
     return {"params": count_params(net)["total"], "gmacs": macs / 1e9, **measure(call, plan)}
 
 
+def _interleaved(calls: dict, rounds: int, loops: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each of ``calls``, taken in turns (one sample of each per round, a
+    sample being ``loops`` calls), so that a change in the machine's load hits all alike."""
+    for call in calls.values():
+        call()  # warm-up
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                call()
+            samples[name].append((time.perf_counter() - t0) / loops)
+    return samples
+
+
+def job_semantic(plan: Plan, composite_path: str | None, mask_path: str | None) -> dict:
+    """What the pretrained semantic encoder costs: gknet_small against gknet_small_semantic (random
+    weights), the network at 256 px (batch 1) and the Harmonizer on the full-size example, timed
+    in turns; ``time_ratio`` is the median over the rounds of (with encoder / without)."""
+    from gknet.inference.harmonizer import Harmonizer
+    from gknet.io.images import load_mask, load_rgb
+
+    _prepare(plan)
+    names = ("gknet_small", "gknet_small_semantic")
+    harmonizers = {n: Harmonizer(build_model(model_config(n), pretrained=False), device="cpu") for n in names}
+    composite, mask = _inputs(1, 256)
+    rows = []
+    for name, harmonizer in harmonizers.items():
+        counts = count_params(harmonizer.model)
+        macs = count_macs(harmonizer.model, 256) / 1e9
+        rows.append(
+            {"model": name, "params": counts["total"], "trainable": counts["trainable"], "gmacs_256": macs}
+        )
+    items = {"network_256": {n: (lambda h=h: h.model(composite, mask)) for n, h in harmonizers.items()}}
+    if composite_path:
+        image, alpha = load_rgb(composite_path), load_mask(mask_path)
+        items["fullres"] = {n: (lambda h=h: h(image, alpha)) for n, h in harmonizers.items()}
+    out: dict = {"models": rows, "rounds": plan.repeats}
+    with torch.no_grad():
+        for item, calls in items.items():
+            samples = _interleaved(calls, plan.repeats, loops=5 if item == "network_256" else 1)
+            for row in rows:
+                row[f"{item}_s"] = statistics.median(samples[row["model"]])
+            ratios = [b / a for a, b in zip(*samples.values(), strict=True)]
+            out[f"{item}_time_ratio"] = statistics.median(ratios)
+    if composite_path:
+        out["megapixels"] = image.size[0] * image.size[1] / 1e6
+    return out
+
+
 def job_training(plan: Plan, model: str, size: int) -> dict:
     _prepare(plan)
-    net = build_model(model_config(model)).train()
+    net = build_model(model_config(model), pretrained=False).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     composite, mask = _inputs(plan.train_batch, size)
     target = torch.rand_like(composite)

@@ -359,6 +359,34 @@ def _folder_body(results: dict) -> list[str]:
     )
 
 
+def _semantic_body(results: dict) -> list[str]:
+    sem = results["semantic"]
+    full = f"the {sem['megapixels']:.1f} MP example" if "megapixels" in sem else "no full-size example"
+    lines = [
+        "`gknet_small` against `gknet_small_semantic` (its pretrained EfficientNet-Lite0 encoder, "
+        f"frozen), random weights, timed in turns ({sem['rounds']} rounds); full size: {full} through "
+        "the whole Harmonizer (network at 256 px plus the transfer to full resolution).",
+        "",
+    ]
+    table = [
+        [
+            row["model"],
+            f"{row['params']:,}",
+            f"{row['trainable']:,}",
+            fmt(row["gmacs_256"], ".2f"),
+            fmt(row["network_256_s"], ".1f", 1e3),
+            fmt(row.get("fullres_s"), ".2f"),
+        ]
+        for row in sem["models"]
+    ]
+    macs = _ratio(sem["models"][1]["gmacs_256"], sem["models"][0]["gmacs_256"])
+    ratios = (macs, sem["network_256_time_ratio"], sem.get("fullres_time_ratio"))
+    table.append(
+        ["ratio (median over rounds)", "", "", *(fmt(r, ".2f") + ("x" if r else "") for r in ratios)]
+    )
+    return lines + _table(["model", "params", "trainable", "GMACs at 256", "ms at 256", "s full size"], table)
+
+
 # (heading, results key, whether it was measured, its body)
 OPTIONAL_SECTIONS = (
     (
@@ -368,6 +396,12 @@ OPTIONAL_SECTIONS = (
         _fullres_body,
     ),
     ("ONNX Runtime vs torch", "onnx", lambda results: "torch_256" in results["onnx"], _onnx_body),
+    (
+        "Semantic encoder cost (`model.semantic`)",
+        "semantic",
+        lambda results: "models" in results.get("semantic", {}),
+        _semantic_body,
+    ),
     (
         "Folder mode (`gknet harmonize --composites DIR --masks DIR`)",
         "folder",
@@ -381,7 +415,7 @@ def render_markdown(results: dict) -> str:
     lines = _header(results) + _model_sections(results)
     for title, key, measured, body in OPTIONAL_SECTIONS:
         done = measured(results)
-        lines += _heading(title, results[key], done) + (body(results) if done else [])
+        lines += _heading(title, results.get(key, {}), done) + (body(results) if done else [])
     lines += ["## Cost against image size", "", f"![time vs megapixels]({PLOT_NAME})", ""]
     return "\n".join(lines)
 

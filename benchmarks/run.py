@@ -32,7 +32,16 @@ PUBLISHED = REPO / "benchmarks"
 UNPUBLISHED = REPO / "outputs" / "benchmarks"
 DEFAULT_EXAMPLE = REPO.parent / "shared" / "examples" / "iharmony4_mini"
 DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "lalonde_composites"
-SECTIONS = ("inference", "training", "kernel_modulation", "fullres", "end_to_end", "onnx", "folder")
+SECTIONS = (
+    "inference",
+    "training",
+    "kernel_modulation",
+    "fullres",
+    "end_to_end",
+    "onnx",
+    "folder",
+    "semantic",
+)
 # sections whose jobs take a peak memory (measure()): they run a second time, in a memory pass
 MEMORY_SECTIONS = ("inference", "training", "kernel_modulation", "fullres", "onnx")
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
@@ -113,6 +122,7 @@ def jobs(plan: Plan, example: Path, folder: Path, only=SECTIONS) -> list[tuple[s
         out.append(("fullres", {}, J.job_fullres, paths))
         out.append(("end_to_end", {}, J.job_end_to_end, paths))
     out.append(("onnx", {}, J.job_onnx, paths or {"composite_path": None, "mask_path": None}))
+    out.append(("semantic", {}, J.job_semantic, paths or {"composite_path": None, "mask_path": None}))
     if (folder / "composites").is_dir():
         for label, batch_size, workers, backend in FOLDER_RUNS:
             labels = {"label": label, "batch_size": batch_size, "workers": workers, "backend": backend}
@@ -129,7 +139,7 @@ def run(plan: Plan, example: Path, folder: Path, quick: bool, only=SECTIONS) -> 
     results.update(inference=[], training=[], kernel_modulation=[])
     absent = {"fullres": f"example not found: {example}", "folder": f"folder not found: {folder}"}
     absent["end_to_end"] = absent["fullres"]
-    for section in ("fullres", "end_to_end", "onnx", "folder"):  # replaced by what is measured
+    for section in ("fullres", "end_to_end", "onnx", "folder", "semantic"):  # replaced by what is measured
         results[section] = {"skipped": absent.get(section, "") if section in only else "not in this run"}
     for section, labels, job, kwargs in tqdm(
         jobs(plan, example, folder, only), desc="benchmarks", unit="item"
@@ -140,7 +150,7 @@ def run(plan: Plan, example: Path, folder: Path, quick: bool, only=SECTIONS) -> 
         if section == "folder":
             results["folder"].pop("skipped", None)
             results["folder"].setdefault("runs", []).append({**labels, **measured})
-        elif section in ("fullres", "end_to_end", "onnx"):
+        elif section in ("fullres", "end_to_end", "onnx", "semantic"):
             results[section] = measured
         else:
             results[section].append({**labels, "megapixels": labels["size"] ** 2 / 1e6, **measured})
@@ -172,7 +182,7 @@ def warnings_for(results: dict) -> list[str]:
     failed += [
         f"folder: {r['label']}: {r['error']}" for r in results["folder"].get("runs", []) if "error" in r
     ]
-    for section in ("fullres", "end_to_end", "onnx"):
+    for section in ("fullres", "end_to_end", "onnx", "semantic"):
         if "error" in results[section]:
             failed.append(f"{section}: {results[section]['error']}")
     for fmt in ("jpg", "png", "startup"):

@@ -1,11 +1,14 @@
-"""Shared test fixtures: a tiny model config and the location of ../shared."""
+"""Shared test fixtures: a tiny model config and its release files, image and mask writers, and
+the location of ../shared."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gknet.config import ModelConfig
 
@@ -18,6 +21,56 @@ def tiny_config(**overrides) -> ModelConfig:
     base = dict(widths=(8, 16), lre_heads=2, scf_groups=4, kpb_levels=2)
     base.update(overrides)
     return ModelConfig(**base)
+
+
+def tiny_model(cfg: ModelConfig | None = None, seed: int = 0) -> torch.nn.Module:
+    """A model of ``cfg`` (default: :func:`tiny_config`) with the weights that ``seed`` draws; the
+    global random state is left as it was."""
+    from gknet.models import build_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_model(cfg or tiny_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory) -> Path:
+    """Release files (``tiny.safetensors`` + ``tiny.json``) of :func:`tiny_model`, written once per
+    run. Shared by every test that asks for it: read it, or copy it before changing anything."""
+    from gknet.inference.release import save_release
+
+    folder = tmp_path_factory.mktemp("tiny_release")
+    return save_release(tiny_model(), tiny_config(), folder / "tiny.safetensors")
+
+
+def random_rgb(size=(60, 40), seed: int = 0) -> np.ndarray:
+    """uint8 RGB noise of ``size`` (width, height) drawn from ``seed``: a composite with texture."""
+    return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+
+
+def box_mask(size=(60, 40)) -> np.ndarray:
+    """A 0/255 mask of ``size`` (width, height) whose foreground is the centred rectangle spanning
+    half of each side."""
+    width, height = size
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4 : height * 3 // 4, width // 4 : width * 3 // 4] = 255
+    return mask
+
+
+def write_image(path: Path, array: np.ndarray, **save) -> Path:
+    """Save ``array`` (uint8, H x W or H x W x C) as the image file ``path``, creating its folders;
+    ``save`` goes to Pillow's ``Image.save`` (e.g. ``quality``, ``exif``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **save)
+    return path
+
+
+def write_pair(folder: Path, size=(60, 40), seed: int = 0) -> tuple[Path, Path]:
+    """``folder/comp.png`` (:func:`random_rgb`) and ``folder/mask.png`` (:func:`box_mask`)."""
+    return (
+        write_image(folder / "comp.png", random_rgb(size, seed)),
+        write_image(folder / "mask.png", box_mask(size)),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +86,12 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny forward passes: on a busy 2-core machine, syncing threads costs more than the work."""
+    """Every test runs torch on one CPU thread: the suite's models are tiny, and on a busy 2-core
+    machine threads that spin-wait for each other cost more than the work (measured: four model
+    test files took 48 s on torch's 2 threads beside other jobs, 13 s on one). A test that needs
+    more threads sets them itself and restores them."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

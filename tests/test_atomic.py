@@ -3,6 +3,8 @@
 import os
 import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -87,6 +89,40 @@ def test_check_writable_tries_the_location(tmp_path, readonly_dir):
         check_writable(tmp_path / ("x" * 256))
     with pytest.raises(GknetError, match="cannot write"):
         check_writable(readonly_dir / "out.png")
+
+
+def test_check_writable_passes_when_another_process_removes_its_probe(tmp_path, monkeypatch):
+    """Shards of one evaluation check and clean one shared folder at once: one shard's cleaning may
+    remove another's probe before that one removes it (which made that shard fail, writing nothing)."""
+    import gknet.io.atomic as atomic
+
+    create = atomic._create
+
+    def create_then_lose(tmp):
+        create(tmp)
+        assert remove_stale_temporaries(tmp.parent) == 1  # the other process
+
+    monkeypatch.setattr(atomic, "_create", create_then_lose)
+    check_writable(tmp_path / "results.json")
+    check_writable(tmp_path / "shard-1-of-2" / "results.json")  # probed in tmp_path, too
+    assert not list(tmp_path.iterdir())
+
+
+CHECK_AND_CLEAN = """
+import sys
+from gknet.io.atomic import check_writable, remove_stale_temporaries
+for _ in range(300):
+    check_writable(sys.argv[1] + "/results.json")
+    remove_stale_temporaries(sys.argv[1], ["results.json"])
+"""
+
+
+def test_processes_checking_and_cleaning_one_folder_at_once_all_pass(tmp_path):
+    command = [sys.executable, "-c", CHECK_AND_CLEAN, str(tmp_path)]
+    procs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    assert not list(tmp_path.iterdir())
 
 
 def test_publish_copy_links_or_copies_and_replaces(tmp_path, monkeypatch):

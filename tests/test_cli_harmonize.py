@@ -9,36 +9,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gknet.cli import main
-from gknet.inference.release import save_release
 from gknet.io.images import load_mask, load_rgb
-from gknet.models import build_model
-from tests.conftest import require_shared, ship_weights, tiny_config
+from tests.conftest import require_shared, ship_weights, write_pair
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 LALONDE = ("image_001084", "image_001900", "image_002020")  # 256x256, 341x256, 256x256
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    return save_release(build_model(cfg), cfg, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+@pytest.fixture
+def weights(tiny_release) -> Path:
+    return tiny_release
 
 
 @pytest.fixture
 def pair(tmp_path) -> tuple[Path, Path]:
-    """A small composite (with texture) and a rectangular mask."""
-    rng = np.random.default_rng(0)
-    comp = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    mask = np.zeros((40, 60), np.uint8)
-    mask[10:30, 15:45] = 255
-    Image.fromarray(comp).save(tmp_path / "comp.png")
-    Image.fromarray(mask).save(tmp_path / "mask.png")
-    return tmp_path / "comp.png", tmp_path / "mask.png"
+    """A small composite (random texture) and a rectangular mask."""
+    return write_pair(tmp_path)
 
 
 def harmonize(capsys, weights: Path, *args) -> tuple[int, str, str]:

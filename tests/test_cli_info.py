@@ -1,29 +1,49 @@
 import json
 from pathlib import Path
 
+import pytest
+import yaml
+
 from gknet.cli import main
-from gknet.config import load_config
+from gknet.config import to_dict
 from gknet.models import build_model
 from gknet.models.info import count_macs, count_params, modulation_macs
 from tests.conftest import tiny_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEEP = tiny_config(widths=(4, 8, 8, 8, 16))  # MACs at 256 px: five levels keep the LRE to 16x16 tokens
 
 
-def test_info_json(capsys):
-    assert main(["info", "--config", str(CONFIGS / "gknet_small.yaml"), "--json"]) == 0
+@pytest.fixture
+def tiny_yaml(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": to_dict(DEEP)}))
+    return path
+
+
+def test_info_json(capsys, tiny_yaml):
+    assert main(["info", "--config", str(tiny_yaml), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    model = build_model(load_config(CONFIGS / "gknet_small.yaml").model)
+    model = build_model(DEEP)
     assert info["params"] == sum(p.numel() for p in model.parameters())
-    assert sum(info["components"].values()) == info["params"]
-    assert set(info["components"]) == {"encoder", "lre", "kpb_scf", "decoder"}
-    assert info["macs_256"] > 1e9
+    counts = count_params(model)
+    assert info["components"] == {k: v for k, v in counts.items() if k not in ("total", "trainable")}
+    assert sum(info["components"].values()) == info["params"] == counts["total"]
+    assert set(info["components"]) == {"encoder", "semantic", "lre", "kpb_scf", "decoder"}
+    assert info["components"]["semantic"] == 0 and info["trainable"] == info["params"]
+    assert info["macs_256"] == count_macs(model, 256)
 
 
-def test_info_table(capsys):
-    assert main(["info", "--config", str(CONFIGS / "ablation_baseline.yaml")]) == 0
-    out = capsys.readouterr().out
-    assert "MACs at 256x256" in out and "kpb_scf" in out
+def test_info_table_shows_the_counted_numbers(capsys, tiny_yaml):
+    assert main(["info", "--config", str(tiny_yaml)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = dict(line.split() for line in lines if len(line.split()) == 2)
+    model = build_model(DEEP)
+    counts = count_params(model)
+    shown = {k: v for k, v in counts.items() if k != "trainable"}  # a row only when some are frozen
+    assert counts["total"] == sum(v for k, v in shown.items() if k != "total") == counts["trainable"]
+    for component, count in shown.items():
+        assert rows[component] == f"{count:,}", component
+    assert f"MACs at 256x256: {count_macs(model, 256) / 1e9:.2f} G" in lines
 
 
 def test_info_missing_config(capsys):

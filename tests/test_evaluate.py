@@ -10,7 +10,7 @@ from PIL import Image
 from gknet.cli import main
 from gknet.data import IHarmony4
 from gknet.evaluation.baselines import reinhard
-from tests.conftest import ship_weights
+from tests.conftest import ship_weights, write_image
 from tests.train_helpers import write_iharmony4_tree
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -103,11 +103,6 @@ def test_reinhard_on_real_example(tmp_path, mini_images):
     assert f"| reinhard / composite (measured) | – | – | – | {r['psnr_gain']:+.2f} dB |" in report
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
 @pytest.fixture
 def tree(tmp_path):
     """HFlickr test set: an L mask, an RGB-stored mask, a JPEG mask and a missing real image."""
@@ -121,11 +116,11 @@ def tree(tmp_path):
         names.append(name)
         target = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         shifted = np.clip(target.astype(int) + 60 * (fg[..., None] > 0), 0, 255).astype(np.uint8)
-        _save(root / "HFlickr" / "composite_images" / name, shifted)
+        write_image(root / "HFlickr" / "composite_images" / name, shifted)
         mask = np.stack([fg] * 3, -1) if mask_kind == "RGB" else fg
-        _save(root / "HFlickr" / "masks" / f"f{i}_1.{'jpg' if mask_kind == 'jpg' else 'png'}", mask)
+        write_image(root / "HFlickr" / "masks" / f"f{i}_1.{'jpg' if mask_kind == 'jpg' else 'png'}", mask)
         if has_real:
-            _save(root / "HFlickr" / "real_images" / f"f{i}.jpg", target)
+            write_image(root / "HFlickr" / "real_images" / f"f{i}.jpg", target)
     (root / "HFlickr_test.txt").write_text("\n".join(names) + "\n")
     return root
 
@@ -209,10 +204,12 @@ def test_limit_and_folder_dataset(tree, tmp_path):
     base = tree / "HFlickr"
     comps, masks, targets = (tmp_path / d for d in ("c", "m", "t"))
     for i in range(3):
-        _save(comps / f"img{i}.jpg", np.asarray(Image.open(base / "composite_images" / f"f{i}_1_2.jpg")))
-        _save(targets / f"img{i}.png", np.asarray(Image.open(base / "real_images" / f"f{i}.jpg")))
+        write_image(
+            comps / f"img{i}.jpg", np.asarray(Image.open(base / "composite_images" / f"f{i}_1_2.jpg"))
+        )
+        write_image(targets / f"img{i}.png", np.asarray(Image.open(base / "real_images" / f"f{i}.jpg")))
         if i < 2:
-            _save(masks / f"img{i}.png", np.asarray(Image.open(base / "masks" / f"f{i}_1.png")))
+            write_image(masks / f"img{i}.png", np.asarray(Image.open(base / "masks" / f"f{i}_1.png")))
     out = tmp_path / "folder"
     assert (
         run_cli(

@@ -12,7 +12,6 @@ from gknet.explain import figures as fig
 from gknet.explain.capture import capture, lre_attention, scf_features
 from gknet.explain.clustering import kernel_clusters, kmeans
 from gknet.inference.harmonizer import Harmonizer
-from gknet.inference.release import save_release
 from gknet.models import build_model
 from tests.conftest import ship_weights, tiny_config
 
@@ -70,11 +69,9 @@ def test_kmeans_degenerate_inputs():
         kmeans(torch.zeros(2, 3), 3)
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    return save_release(build_model(tiny_config()), tiny_config(), path)
+@pytest.fixture
+def weights(tiny_release):
+    return tiny_release
 
 
 def test_cli_writes_every_picture(tmp_path, weights):

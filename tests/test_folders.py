@@ -6,14 +6,11 @@ from PIL import Image
 
 from gknet.data import FolderDataset, match_by_stem
 from gknet.errors import GknetError
+from tests.conftest import write_image
 
 
 def _touch_image(path: Path, value: int = 0, mode: str = "RGB") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    channels = 3 if mode == "RGB" else 1
-    array = np.full((6, 8, channels), value, np.uint8).squeeze()
-    Image.fromarray(array).save(path)
-    return path
+    return write_image(path, np.full((6, 8, 3) if mode == "RGB" else (6, 8), value, np.uint8))
 
 
 @pytest.fixture

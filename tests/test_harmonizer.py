@@ -22,7 +22,6 @@ from gknet.inference.release import save_release
 from gknet.models import build_model
 from tests.conftest import REPO, ship_weights, tiny_config
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = tiny_config()
 H, W = 45, 70
 
@@ -187,6 +186,32 @@ def test_from_pretrained_takes_a_shipped_name_or_a_path(tmp_path, monkeypatch):
         Harmonizer.from_pretrained(tmp_path / "nope.safetensors")
     with pytest.raises(GknetError, match="resolution"):
         Harmonizer(model, resolution=4)
+
+
+def test_from_pretrained_reads_the_release_json_once(tiny_release, monkeypatch):
+    """One read: the model and its inference settings come from the same version of the file."""
+    import gknet.inference.release as release
+
+    read, reads = release.read_release_info, []
+    monkeypatch.setattr(release, "read_release_info", lambda path: reads.append(path) or read(path))
+    harmonizer = Harmonizer.from_pretrained(tiny_release)
+    assert reads == [tiny_release] and harmonizer.settings == InferenceConfig() and harmonizer.name == "tiny"
+
+
+def test_the_library_device_default_is_the_commands(monkeypatch):
+    import inspect
+
+    from gknet.cli import build_parser
+    from gknet.evaluation.comparison import comparison_figure
+    from gknet.evaluation.protocol import evaluate, load_method
+
+    parser = build_parser()
+    for command in (["harmonize", "c.png", "m.png", "-o", "o.png"], ["evaluate"]):
+        assert parser.parse_args(command).device == "auto"
+    for function in (Harmonizer, Harmonizer.from_pretrained, load_method, evaluate, comparison_figure):
+        assert inspect.signature(function).parameters["device"].default == "auto", function
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Harmonizer(build_model(TINY)).device == torch.device("cpu")  # auto: CUDA if available
 
 
 def test_release_json_carries_the_inference_settings(tmp_path):

@@ -2,11 +2,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from gknet.data import IHarmony4
 from gknet.data.iharmony4 import canonical_subset, related_names
 from gknet.errors import GknetError
+from tests.conftest import write_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MINI = SHARED / "examples" / "iharmony4_mini"
@@ -29,11 +29,6 @@ def test_subset_names_are_case_insensitive():
     assert canonical_subset("HCoco2", known) == "HCoco2"  # unknown: kept, so its missing list is reported
 
 
-def _save(path: Path, array: np.ndarray, **kw) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, **kw)
-
-
 @pytest.fixture
 def tree(tmp_path):
     """HFlickr: an L mask and an RGB-stored mask; HCOCO: a JPEG mask, a missing real image."""
@@ -45,10 +40,12 @@ def tree(tmp_path):
     def triplet(subset, photo, fg_index, comp_index, mask_array, mask_ext=".png", real=True):
         base = tmp_path / subset
         name = f"{photo}_{fg_index}_{comp_index}.jpg"
-        _save(base / "composite_images" / name, rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
-        _save(base / "masks" / f"{photo}_{fg_index}{mask_ext}", mask_array)
+        write_image(base / "composite_images" / name, rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+        write_image(base / "masks" / f"{photo}_{fg_index}{mask_ext}", mask_array)
         if real:
-            _save(base / "real_images" / f"{photo}.jpg", rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+            write_image(
+                base / "real_images" / f"{photo}.jpg", rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+            )
         return name
 
     flickr = [triplet("HFlickr", "f1", 1, 1, fg), triplet("HFlickr", "f2", 1, 3, np.stack([fg] * 3, -1))]

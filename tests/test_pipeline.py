@@ -89,3 +89,33 @@ def test_unexpected_exceptions_propagate_and_arguments_are_checked():
         list(run_batched([1], load, lambda v: v, lambda i, r: None, workers=2))
     with pytest.raises(GknetError, match="batch size >= 1"):
         list(run_batched([1], load, lambda v: v, lambda i, r: None, batch_size=0))
+
+
+def test_a_folder_harmonized_through_the_library_equals_one_file_at_a_time(tmp_path, tiny_release):
+    """gknet.inference.files: what `gknet harmonize` runs in folder and single-file mode."""
+    import numpy as np
+    from PIL import Image
+
+    from gknet import Harmonizer
+    from gknet.inference.files import FileOptions, folder_jobs, harmonize_file, harmonize_folder
+    from tests.conftest import box_mask, random_rgb, write_image
+
+    for stem, size in (("a", (60, 40)), ("b", (33, 47)), ("c", (20, 20))):
+        write_image(tmp_path / "c" / f"{stem}.png", random_rgb(size, seed=len(stem + str(size))))
+        if stem != "c":  # c has no mask
+            write_image(tmp_path / "m" / f"{stem}.png", box_mask(size))
+    harmonizer = Harmonizer.from_pretrained(tiny_release, resolution=32, device="cpu")
+    options = FileOptions(compare=True)
+    jobs, unmatched = folder_jobs(tmp_path / "c", tmp_path / "m", tmp_path / "out", options)
+    assert [job[2].name for job in jobs] == ["a.png", "b.png"] and [p.name for p, _ in unmatched] == ["c.png"]
+    assert [error for _, error in harmonize_folder(harmonizer, jobs, options, batch_size=2)] == [None, None]
+    for composite, mask, out in jobs:
+        one = harmonize_file(harmonizer, (composite, mask, tmp_path / out.name), options)
+        assert [p.name for p in one] == [out.name, f"{out.stem}_compare.jpg"]
+        assert (out.parent / f"{out.stem}_compare.jpg").is_file()
+        a, b = (np.asarray(Image.open(p), np.int16) for p in (out, one[0]))
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1  # batch of 2 vs 1: float rounding
+    failed = list(harmonize_folder(harmonizer, jobs, options))  # the outputs exist now
+    assert all(error is not None and "output exists" in str(error) for _, error in failed)
+    with pytest.raises(GknetError, match="threshold"):
+        FileOptions(threshold=2)

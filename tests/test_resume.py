@@ -17,7 +17,7 @@ from gknet.training.log import read_log
 from gknet.training.state import load_state
 from tests.train_helpers import GKNET, checkpoint_tensors, tiny_train_config, write_triplet_folder
 
-STEPS = 60
+STEPS = 30  # 7.5 epochs of 4 steps; the victim dies after the 2nd
 KILL_AFTER = 8  # the victim is killed as soon as this step's checkpoint exists
 
 

@@ -108,9 +108,15 @@ def test_sharded_evaluation_merges_into_the_single_process_run(tmp_path, triplet
 
 
 def test_merge_refuses_incomplete_or_mixed_shards(tmp_path, triplets, capsys):
-    for k in (1, 2):
-        _evaluate(triplets, tmp_path / "a", "--shard", f"{k}/2")
-    _evaluate(triplets, tmp_path / "b", "--shard", "1/3")
+    # a file another process is writing into the shards' shared folder: no shard may remove it
+    (tmp_path / "a").mkdir()
+    live = tmp_path / "a" / ".results.json.0123456789ab.tmp"
+    live.touch()
+    for k in (1, 2):  # both hold a bad file
+        assert _evaluate(triplets, tmp_path / "a", "--shard", f"{k}/2") == 1, capsys.readouterr().err
+    assert live.exists()
+    assert _evaluate(triplets, tmp_path / "b", "--shard", "1/3") == 1, capsys.readouterr().err
+    capsys.readouterr()
     cases = [
         ([tmp_path / "a" / "shard-1-of-2"], "need each of shards 1..2 once"),
         ([tmp_path / "a", tmp_path / "a" / "shard-2-of-2"], "need each of shards 1..2 once, got 1, 2, 2"),
@@ -178,13 +184,8 @@ def _write_pairs(root: Path, count: int) -> tuple[Path, Path]:
     return comps, masks
 
 
-def test_harmonize_shards_and_torchrun_cover_each_image_once(tmp_path, capsys):
-    from gknet.inference.release import save_release
-    from gknet.models import build_model
-    from tests.conftest import tiny_config
-
-    cfg = tiny_config()
-    weights = save_release(build_model(cfg), cfg, tmp_path / "tiny.safetensors")
+def test_harmonize_shards_and_torchrun_cover_each_image_once(tmp_path, capsys, tiny_release):
+    weights = tiny_release
     comps, masks = _write_pairs(tmp_path, 7)
     common = ["--composites", str(comps), "--masks", str(masks), "--weights", str(weights), "--device", "cpu"]
     common += ["--resolution", "64", "--no-progress", "--batch-size", "1"]  # same network batches

@@ -34,7 +34,7 @@ def test_shipped_weights_exist_and_load_strictly():
     assert settings.resolution == 256 and settings.train_size == recipe.train.image_size
 
 
-def test_shipped_weights_improve_real_composites(one_thread):
+def test_shipped_weights_improve_real_composites():
     root = require_shared("data", "real_val")
     everything = IHarmony4(root)
     cases = SampleDataset([s for s in everything if (s.subset, s.name) in REAL_CASES])
@@ -47,7 +47,7 @@ def test_shipped_weights_improve_real_composites(one_thread):
     assert max(ratios.values()) < 0.65 and sum(ratios.values()) / len(ratios) < 0.35, ratios
 
 
-def test_shipped_weights_improve_synthetic_validation_composites(one_thread):
+def test_shipped_weights_improve_synthetic_validation_composites():
     photos = require_shared("data", "photos")
     # The first 8 of the held-out synthetic validation split (fixed composites, never trained on):
     # synthetic data says whether the model learned at all.
@@ -63,7 +63,7 @@ def test_shipped_weights_improve_synthetic_validation_composites(one_thread):
     assert int(strong.sum()) >= 2 and bool((after[strong] < before[strong]).all()), numbers
 
 
-def test_folding_the_identity_kernel_changes_the_shipped_outputs_by_less_than_1e5(one_thread, monkeypatch):
+def test_folding_the_identity_kernel_changes_the_shipped_outputs_by_less_than_1e5(monkeypatch):
     """KPBlock adds the identity kernel through the head's bias; adding it after the head (as
     the weights were trained) must give the same harmonization up to float rounding."""
     from gknet.models.kpb import KPBlock

@@ -17,43 +17,27 @@ pytest.importorskip("httpx", reason="httpx (FastAPI's test client) is not instal
 from fastapi.testclient import TestClient  # noqa: E402
 
 from gknet.cli import main  # noqa: E402
-from gknet.inference.release import save_release  # noqa: E402
 from gknet.io.atomic import temporary_path  # noqa: E402
-from gknet.models import build_model  # noqa: E402
 from gknet.studio.db import StudyDB  # noqa: E402
 from gknet.studio.server import create_app  # noqa: E402
-from tests.conftest import tiny_config  # noqa: E402
+from tests.conftest import box_mask, random_rgb, write_image  # noqa: E402
 
 SESSION = "test-session-1"
 LOCAL = "http://localhost"  # the studio answers only the host names it serves (see HostCheck)
 STUDY_SIZES = {"a": (40, 32), "b": (36, 36), "c": (48, 30)}
 
 
-def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+def png_bytes(image: Image.Image | np.ndarray, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
-    img.save(buffer, format=fmt)
+    (Image.fromarray(image) if isinstance(image, np.ndarray) else image).save(buffer, format=fmt)
     return buffer.getvalue()
 
 
-def random_image(size, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-
-
-def box_mask(size) -> Image.Image:
-    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
-    mask[size[1] // 4 : size[1] * 3 // 4, size[0] // 4 : size[0] * 3 // 4] = 255
-    return Image.fromarray(mask)
-
-
 @pytest.fixture(scope="module")
-def harmonizer(tmp_path_factory):
+def harmonizer(tiny_release):
     from gknet import Harmonizer
 
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    cfg = tiny_config()
-    save_release(build_model(cfg), cfg, path)
-    return Harmonizer.from_pretrained(path, resolution=32)  # small working size: fast on a shared CPU
+    return Harmonizer.from_pretrained(tiny_release, resolution=32)  # small working size: fast on a shared CPU
 
 
 @pytest.fixture
@@ -62,8 +46,8 @@ def study_dir(tmp_path):
     (root / "composites").mkdir(parents=True)
     (root / "masks").mkdir()
     for seed, (stem, size) in enumerate(STUDY_SIZES.items()):
-        random_image(size, seed).save(root / "composites" / f"{stem}.jpg")
-        box_mask(size).save(root / "masks" / f"{stem}.png")
+        write_image(root / "composites" / f"{stem}.jpg", random_rgb(size, seed))
+        write_image(root / "masks" / f"{stem}.png", box_mask(size))
     return root
 
 
@@ -90,7 +74,7 @@ def test_pages_and_info(client):
 
 
 def test_harmonize_returns_the_full_resolution_result(client, harmonizer):
-    composite = random_image((70, 50), 7)
+    composite = Image.fromarray(random_rgb((70, 50), 7))
     painted = np.zeros((50, 70, 4), dtype=np.uint8)
     painted[10:40, 5:45] = (255, 45, 45, 255)  # what the brush canvas exports: red, alpha = coverage
     response = upload(
@@ -109,7 +93,7 @@ def test_harmonize_returns_the_full_resolution_result(client, harmonizer):
     assert not np.array_equal(result[~outside], np.asarray(composite)[~outside])
 
 
-SMALL = png_bytes(random_image((40, 30), 1))
+SMALL = png_bytes(random_rgb((40, 30), 1))
 SMALL_MASK = png_bytes(box_mask((40, 30)))
 PNG = "image/png"
 
@@ -151,7 +135,7 @@ def limited_client(tmp_path, harmonizer):
         ),
         (
             {
-                "composite": ("c.png", png_bytes(random_image((150, 120), 2)), PNG),
+                "composite": ("c.png", png_bytes(random_rgb((150, 120), 2)), PNG),
                 "mask": ("m.png", SMALL_MASK, PNG),
             },
             413,
@@ -196,7 +180,7 @@ def test_streamed_upload_is_cut_off_at_the_limit(limited_client):
 
 def test_harmonize_without_model_is_unavailable(tmp_path):
     with TestClient(create_app(tmp_path / "s.sqlite"), base_url=LOCAL) as client:
-        response = upload(client, png_bytes(random_image((8, 8), 0)), png_bytes(box_mask((8, 8))))
+        response = upload(client, png_bytes(random_rgb((8, 8), 0)), png_bytes(box_mask((8, 8))))
         assert response.status_code == 503 and "--weights" in response.json()["detail"]
         assert client.get("/api/study/pair", params={"session": SESSION}).status_code == 503
 

@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gknet.inference.release import save_release
-from gknet.models import build_model
-from tests.conftest import require_shared, tiny_config
+from tests.conftest import require_shared
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,7 +38,7 @@ if not CHROMIUM.exists():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_release):
     """The studio on a free localhost port, served by uvicorn in a thread: (base URL, db path)."""
     from gknet import Harmonizer
     from gknet.studio.server import create_app
@@ -52,9 +50,7 @@ def server(tmp_path_factory):
         (study / sub).mkdir(parents=True)
         for stem in ("image_000015", "image_000020", "image_000037"):
             shutil.copy(lalonde / sub / f"{stem}{suffix}", study / sub)
-    cfg = tiny_config()
-    save_release(build_model(cfg), cfg, root / "tiny.safetensors")
-    harmonizer = Harmonizer.from_pretrained(root / "tiny.safetensors", resolution=32)
+    harmonizer = Harmonizer.from_pretrained(tiny_release, resolution=32)
     app = create_app(root / "studio.sqlite", harmonizer=harmonizer, study_dir=study, seed=0)
 
     sock = socket.socket()

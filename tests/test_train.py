@@ -296,7 +296,9 @@ def test_real_validation_selects_the_best_checkpoint(tmp_path):
 
     real = write_iharmony4_tree(tmp_path / "real", {"HFlickr": 3, "Hday2night": 2})
     root = write_triplet_folder(tmp_path / "data", count=12, size=40)
-    cfg = tiny_train_config(root, max_steps=6, val_every=2, ckpt_every=3)
+    # real validation scores at the protocol's 256 px: five levels keep the LRE to 16x16 tokens
+    deep = {"widths": (4, 8, 8, 8, 16)}
+    cfg = tiny_train_config(root, deep, max_steps=6, val_every=2, ckpt_every=3)
     data = dataclasses.replace(cfg.data, real_val=str(real), real_val_subsets=("HFlickr", "Hday2night"))
     cfg = dataclasses.replace(cfg, data=data)
     result = train(cfg, tmp_path / "run")

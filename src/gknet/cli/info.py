@@ -27,6 +27,8 @@ def run(args) -> int:
     for name, n in info["components"].items():
         print(f"{name:<12}{n:>14,}")
     print(f"{'total':<12}{info['params']:>14,}")
+    if info["trainable"] != info["params"]:
+        print(f"{'trainable':<12}{info['trainable']:>14,}  (the rest: a frozen pretrained backbone)")
     print(f"MACs at 256x256: {info['macs_256'] / 1e9:.2f} G")
     print("model config:")
     for key, value in info["config"].items():

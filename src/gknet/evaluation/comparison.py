@@ -23,6 +23,7 @@ from gknet.evaluation.baselines import Method
 from gknet.evaluation.protocol import Evaluation, prepare_images
 from gknet.io.atomic import atomic_path
 from gknet.io.images import mask_image, rgb_image, to_uint8_array
+from gknet.runtime.device import resolve_device
 
 _CAPTION, _HEADER, _PAD = 20, 22, 4
 OUTLINE_COLOUR = (255, 220, 0)
@@ -99,7 +100,7 @@ def comparison_figure(
     output: str | Path,
     rank_by: int = -1,
     size: int = 256,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     overwrite: bool = True,
 ) -> Path:
     """Write the figure for ``methods`` (name, callable) evaluated in ``runs`` (same order) to ``output``.
@@ -108,7 +109,7 @@ def comparison_figure(
     """
     if len(methods) != len(runs) or not methods:
         raise GknetError("comparison figure: one evaluation run per method is needed")
-    output = Path(output)
+    output, device = Path(output), resolve_device(device)
     fmt = figure_format(output)
     if output.exists() and not overwrite:
         raise GknetError(f"output exists: {output} (pass --overwrite to replace it)")

@@ -26,13 +26,14 @@ from gknet.errors import GknetError
 from gknet.evaluation.baselines import Method, get_baseline
 from gknet.evaluation.metrics import fg_bucket, image_metrics, ratio_to_reference, summarize
 from gknet.evaluation.restraint import restraint_summary
+from gknet.runtime.device import resolve_device
 
 EVAL_SIZE = 256
 METRICS = ("mse", "psnr", "fmse")
 
 
 def load_method(
-    baseline: str | None = None, weights: str | None = None, device: str | torch.device = "cpu"
+    baseline: str | None = None, weights: str | None = None, device: str | torch.device = "auto"
 ) -> tuple[Method, str]:
     """(method, name) for a baseline name, or release weights (a shipped name or a path).
 
@@ -131,7 +132,7 @@ def evaluate(
     samples: SampleDataset,
     method_name: str,
     batch_size: int = 8,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     psnr_peak: str = "255",
     workers: int = 0,
     size: int = EVAL_SIZE,
@@ -148,7 +149,7 @@ def evaluate(
         raise GknetError(f"need batch size >= 1 and workers >= 0, got {batch_size} and {workers}")
     if psnr_peak not in ("255", "target_max"):
         raise GknetError(f"psnr peak must be 255 or target_max, got {psnr_peak!r}")
-    device = torch.device(device)
+    device = resolve_device(device)
     run = Evaluation(
         method=method_name,
         failures=[{"path": str(path), "error": message} for path, message in samples.problems],

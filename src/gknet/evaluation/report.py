@@ -194,14 +194,16 @@ def per_image_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def prepare_out_dir(out_dir: str | Path) -> Path:
+def prepare_out_dir(out_dir: str | Path, clean: bool = True) -> Path:
     """Check, before an evaluation, that its results can be written into ``out_dir`` (GknetError if
-    not), and remove temporaries that a killed run left there."""
+    not), and remove temporaries that a killed run left there (``clean``: only a process that
+    writes its results there may, since other processes may be writing theirs now)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GknetError(f"output folder is a file: {out_dir}")
     check_writable(out_dir / OUTPUT_FILES[0])
-    remove_stale_temporaries(out_dir, OUTPUT_FILES)
+    if clean:
+        remove_stale_temporaries(out_dir, OUTPUT_FILES)
     return out_dir
 
 

@@ -1,1 +1,2 @@
-"""Running trained weights: the Harmonizer, full-resolution transfer, folder batches, ONNX, release files."""
+"""Running trained weights: the Harmonizer, full-resolution transfer, image files and folder batches, ONNX,
+release files."""

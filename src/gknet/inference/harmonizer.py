@@ -33,6 +33,7 @@ from gknet.inference.strength import apply_strength, check_strength
 from gknet.io.images import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
 from gknet.models import Intermediates
 from gknet.models.s2am import mid_channels
+from gknet.models.semantic import pass_floats as semantic_pass_floats
 from gknet.runtime.device import resolve_device
 
 # One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
@@ -50,7 +51,7 @@ def pass_bytes(cfg, resolution: int) -> float:
     of its 2 x width channels (three channel attentions, the learning block's last conv and
     norm, four in the blend) and two of its learning block's width (first conv and norm), as
     counted in a pass (tests/test_harmonizer.py). For configs/gknet_paper.yaml that doubles
-    the finest level's term.
+    the finest level's term. A semantic encoder adds what it allocates (``semantic.pass_floats``).
     """
 
     def side(stride: int) -> int:  # feature map side at this stride (the input is padded up)
@@ -64,6 +65,8 @@ def pass_bytes(cfg, resolution: int) -> float:
         if level in attended:
             per_pixel += 9 * 2 * width + 2 * mid_channels(2 * width, cfg.s2am_mid_k)
         total += 4.0 * per_pixel * side(2**level) ** 2
+    if cfg.semantic != "none":
+        total += 4.0 * semantic_pass_floats(cfg, resolution)
     return total
 
 
@@ -98,7 +101,7 @@ class Harmonizer:
         self,
         model: torch.nn.Module,
         resolution: int | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         settings: InferenceConfig | None = None,
         name: str = "model",
     ):
@@ -131,7 +134,7 @@ class Harmonizer:
         name_or_path: str | Path = "gknet_small",
         *,
         resolution: int | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         backend: str = "auto",
     ) -> Harmonizer:
         """Release weights by shipped name (``"gknet_small"``, ``"default"``) or by path, or an
@@ -143,7 +146,7 @@ class Harmonizer:
         memory first, which takes seconds) or ``"auto"`` (ONNX Runtime for .onnx files, torch
         otherwise).
         """
-        from gknet.inference.release import inference_config, load_release, weights_path
+        from gknet.inference.release import read_release, weights_path
 
         if backend not in BACKENDS:
             raise GknetError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -152,9 +155,8 @@ class Harmonizer:
             if backend == "torch":
                 raise GknetError(f"{path} is an ONNX model: it runs with backend 'onnxruntime', not 'torch'")
             return cls._on_onnxruntime(path, resolution, device)
-        model, _cfg, meta = load_release(path)
+        model, _cfg, settings, meta = read_release(path)
         name = str((meta or {}).get("name") or path.stem)
-        settings = inference_config(path)
         if backend == "onnxruntime":
             from gknet.inference.onnx_backend import export_onnx
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -142,10 +142,25 @@ def inference_config(path: str | Path) -> InferenceConfig:
     return _section(InferenceConfig, read_release_info(path), "inference", Path(path))
 
 
+class Release(NamedTuple):
+    """Release files loaded: the model in eval mode, its config, inference settings and metadata."""
+
+    model: torch.nn.Module
+    cfg: ModelConfig
+    settings: InferenceConfig
+    meta: dict[str, Any]
+
+
 def load_release(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, ModelConfig, dict[str, Any]]:
     """Load release weights -> (model in eval mode, ModelConfig, meta dict)."""
+    model, cfg, _, meta = read_release(path, map_location)
+    return model, cfg, meta
+
+
+def read_release(path: str | Path, map_location: str | torch.device = "cpu") -> Release:
+    """Load release weights and everything their JSON says (read once)."""
     from gknet.models import build_model
 
     path = Path(path)
@@ -158,7 +173,7 @@ def load_release(
         raise GknetError(f"cannot read weights {path}: {exc}") from None
     _check_size(cfg, path)
     check_finite(tensors, f"weights {path}")
-    model = build_model(cfg, inference.normalization)
+    model = build_model(cfg, inference.normalization, pretrained=False)  # the file holds every tensor
     expected = model.state_dict()
     for name, tensor in tensors.items():  # load_state_dict would cast integers silently
         if name in expected and tensor.dtype != expected[name].dtype:
@@ -177,4 +192,4 @@ def load_release(
             f"({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}), unexpected {len(unexpected)} "
             f"({', '.join(unexpected[:3])}{'...' if len(unexpected) > 3 else ''})"
         )
-    return model.to(map_location).eval(), cfg, info.get("meta", {})
+    return Release(model.to(map_location).eval(), cfg, inference, info.get("meta", {}))

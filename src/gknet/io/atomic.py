@@ -76,7 +76,9 @@ def check_writable(path: str | Path) -> None:
 
     Tries it: a temporary is created (and removed) in ``path``'s folder, or in the nearest
     existing folder above it when the folders are still to be made. Callers with slow work
-    ahead call this first, so that the work is not done for nothing.
+    ahead call this first, so that the work is not done for nothing. The probe may vanish
+    before it is removed (another process cleaning that folder's stale temporaries, e.g. a
+    shard of the same evaluation): it was created, which is all the check needs.
     """
     path = Path(path)
     long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
@@ -90,7 +92,7 @@ def check_writable(path: str | Path) -> None:
             folder = folder.parent
         probe = temporary_path(folder / path.name)
         _create(probe)
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         raise GknetError(f"cannot write {path}: {exc.strerror or exc}") from None
 

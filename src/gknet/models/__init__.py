@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
-from gknet.config import ModelConfig, Normalization, load_config
+from gknet.config import ModelConfig, Normalization
 from gknet.errors import GknetError
 from gknet.models.gknet import GKNet, Intermediates
+from gknet.models.semantic import load_pretrained
 
-__all__ = ["GKNet", "Intermediates", "build_model", "check_size", "model_from_config_file", "state_bytes"]
+__all__ = ["GKNet", "Intermediates", "build_model", "check_size", "state_bytes"]
 
 # A model whose weights alone exceed this is a typo (widths: [100000, ...]), not a model to build:
 # refused before its tensors are allocated. configs/gknet_paper.yaml's are 0.036 GB.
@@ -47,16 +47,18 @@ def check_size(cfg: ModelConfig) -> None:
         )
 
 
-def build_model(cfg: ModelConfig, normalization: Normalization | None = None) -> GKNet:
+def build_model(
+    cfg: ModelConfig, normalization: Normalization | None = None, pretrained: bool = True
+) -> GKNet:
     """GKNet (or, with ``use_kpb=False``, the plain U-Net baseline) for ``cfg``.
 
-    ``normalization``: the input statistics (default: ImageNet's, as in training). A config
-    whose weights would need more than MAX_STATE_BYTES is a GknetError (:func:`check_size`).
+    ``normalization``: the input statistics (default: ImageNet's, as in training).
+    ``pretrained``: load the semantic encoder's ImageNet weights (``model.semantic``) from their
+    installed package; GknetError if it is missing. A config whose weights would need more than
+    MAX_STATE_BYTES is a GknetError (:func:`check_size`).
     """
     check_size(cfg)
-    return GKNet(cfg, normalization)
-
-
-def model_from_config_file(path: str | Path) -> GKNet:
-    """Randomly initialised model from the ``model`` section of a YAML config file."""
-    return build_model(load_config(path).model)
+    model = GKNet(cfg, normalization)
+    if pretrained and model.semantic is not None:
+        load_pretrained(model.semantic.backbone)
+    return model

@@ -8,6 +8,7 @@ the :class:`Intermediates` that the explanation tools draw.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +20,7 @@ from gknet.models.kpb import KPBlock
 from gknet.models.lre import LRE
 from gknet.models.ops import kernel_modulation
 from gknet.models.s2am import SpatialSeparatedAttention
+from gknet.models.semantic import SemanticEncoder
 from gknet.models.unet import Encoder, UpBlock
 
 
@@ -72,6 +74,10 @@ class GKNet(nn.Module):
         self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
         self.encoder = Encoder(4, widths, cfg.norm)
+        self.semantic = None
+        if cfg.semantic != "none":
+            joined = {lvl: widths[lvl] for lvl in range(len(widths) - cfg.semantic_levels, len(widths))}
+            self.semantic = SemanticEncoder(joined, cfg.semantic_mask, trainable=cfg.semantic_lr > 0)
         self.lre = None
         if cfg.use_lre:
             dim = cfg.lre_dim or deepest
@@ -126,7 +132,11 @@ class GKNet(nn.Module):
         pad = (0, (-w) % s, 0, (-h) % s)
         x = F.pad((composite - self.mean) / self.std, pad, mode="replicate")
         m = F.pad(mask, pad)
-        feats = self.encoder(torch.cat([x, m - 0.5], dim=1))
+        join = None
+        if self.semantic is not None:
+            semantic = self.semantic(composite, mask)
+            join = functools.partial(self.semantic.join, semantic)
+        feats = self.encoder(torch.cat([x, m - 0.5], dim=1), join)
 
         kernels = []
         if self.kpb:

@@ -8,11 +8,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from gknet.config import ModelConfig
 from gknet.models import build_model
 
-COMPONENTS = {"encoder": "encoder", "lre": "lre", "kpb_scf": "kpb", "decoder": ("decoder", "head")}
+COMPONENTS = {
+    "encoder": "encoder",
+    "semantic": "semantic",
+    "lre": "lre",
+    "kpb_scf": "kpb",
+    "decoder": ("decoder", "head"),
+}
 
 
 def count_params(model: torch.nn.Module) -> dict[str, int]:
-    """Trainable parameter counts per component (encoder, lre, kpb_scf, decoder) and in total."""
+    """Parameter counts per component (encoder, semantic, lre, kpb_scf, decoder), in total and
+    trainable (all but a frozen pretrained backbone)."""
     counts = {name: 0 for name in COMPONENTS}
     for pname, p in model.named_parameters():
         top = pname.split(".", 1)[0]
@@ -20,6 +27,7 @@ def count_params(model: torch.nn.Module) -> dict[str, int]:
             if top in ((prefixes,) if isinstance(prefixes, str) else prefixes):
                 counts[name] += p.numel()
     counts["total"] = sum(p.numel() for p in model.parameters())
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts
 
 
@@ -49,8 +57,13 @@ def count_macs(model: torch.nn.Module, size: int = 256) -> int:
 
 
 def model_info(cfg: ModelConfig, size: int = 256) -> dict:
-    """``{"params": total, "macs_256": MACs, "components": {name: params}}``."""
-    model = build_model(cfg)
+    """``{"params": total, "trainable": params, "macs_256": MACs, "components": {name: params}}``."""
+    model = build_model(cfg, pretrained=False)  # sizes and costs do not depend on the weights
     params = count_params(model)
-    total = params.pop("total")
-    return {"params": total, f"macs_{size}": count_macs(model, size), "components": params}
+    total, trainable = params.pop("total"), params.pop("trainable")
+    return {
+        "params": total,
+        "trainable": trainable,
+        f"macs_{size}": count_macs(model, size),
+        "components": params,
+    }

@@ -15,8 +15,7 @@ copy is a view into one zero-padded copy of F, so a call needs:
 
 That is about 2x the feature map (the products are accumulated in place with ``addcmul_``)
 against (N*N + 1)x for unfold. Training saves only F and K, which exist anyway; the
-backward pass writes dK once and accumulates dF in one padded buffer. ``chunk_rows``
-processes bands of output rows (inference at high resolution).
+backward pass writes dK once and accumulates dF in one padded buffer.
 
 Under ONNX export (``torch.onnx.is_in_onnx_export()``) the same sum is written with plain
 out-of-place slices, multiplications and additions (:func:`_forward_plain`): no custom
@@ -47,22 +46,18 @@ def _check(features: torch.Tensor, kernels: torch.Tensor) -> int:
     return n
 
 
-def _forward(features: torch.Tensor, kernels: torch.Tensor, n: int, chunk_rows: int | None) -> torch.Tensor:
+def _forward(features: torch.Tensor, kernels: torch.Tensor, n: int) -> torch.Tensor:
     r = n // 2
     h, w = features.shape[-2:]
     padded = F.pad(features, (r, r, r, r))
-    rows = h if not chunk_rows or chunk_rows >= h else chunk_rows
     out = torch.empty_like(features)
-    for y0 in range(0, h, rows):
-        y1 = min(y0 + rows, h)
-        band = out[:, :, y0:y1]
-        for k in range(n * n):
-            dy, dx = divmod(k, n)
-            shifted = padded[:, :, y0 + dy : y1 + dy, dx : dx + w]
-            if k == 0:
-                torch.mul(kernels[:, :, k, y0:y1], shifted, out=band)
-            else:
-                band.addcmul_(kernels[:, :, k, y0:y1], shifted)
+    for k in range(n * n):
+        dy, dx = divmod(k, n)
+        shifted = padded[:, :, dy : dy + h, dx : dx + w]
+        if k == 0:
+            torch.mul(kernels[:, :, k], shifted, out=out)
+        else:
+            out.addcmul_(kernels[:, :, k], shifted)
     return out
 
 
@@ -83,10 +78,10 @@ class _KernelModulation(torch.autograd.Function):
     gradient buffer per slice (N*N times the kernels' size); here each gradient is written once."""
 
     @staticmethod
-    def forward(ctx, features, kernels, n, chunk_rows):
+    def forward(ctx, features, kernels, n):
         ctx.save_for_backward(features, kernels)
         ctx.n = n
-        return _forward(features, kernels, n, chunk_rows)
+        return _forward(features, kernels, n)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -107,23 +102,20 @@ class _KernelModulation(torch.autograd.Function):
                 dy, dx = divmod(k, n)
                 grad_padded[:, :, dy : dy + h, dx : dx + w].addcmul_(grad_out, kernels[:, :, k])
             grad_f = grad_padded[:, :, r : r + h, r : r + w]
-        return grad_f, grad_k, None, None
+        return grad_f, grad_k, None
 
 
-def kernel_modulation(
-    features: torch.Tensor, kernels: torch.Tensor, chunk_rows: int | None = None
-) -> torch.Tensor:
+def kernel_modulation(features: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """Apply per-pixel, per-channel N x N kernels to ``features``.
 
     features: [B, C, H, W]; kernels: [B, C, N*N, H, W] with N odd. Returns [B, C, H, W].
-    ``chunk_rows``: if set, compute the output in bands of this many rows (same result).
     """
     n = _check(features, kernels)
     if torch.onnx.is_in_onnx_export():
         return _forward_plain(features, kernels, n)
     if torch.is_grad_enabled() and (features.requires_grad or kernels.requires_grad):
-        return _KernelModulation.apply(features, kernels, n, chunk_rows)
-    return _forward(features, kernels, n, chunk_rows)
+        return _KernelModulation.apply(features, kernels, n)
+    return _forward(features, kernels, n)
 
 
 def kernel_modulation_unfold(features: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

@@ -38,10 +38,13 @@ class Encoder(nn.Module):
         chans = (in_channels, *widths)
         self.levels = nn.ModuleList(ConvBlock(chans[i], chans[i + 1], norm) for i in range(len(widths)))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, join=None) -> list[torch.Tensor]:
+        """``join(level, x)``, if given, replaces each level's output (skip and next level's input)."""
         feats = []
         for i, level in enumerate(self.levels):
             x = level(x if i == 0 else F.max_pool2d(x, 2))
+            if join is not None:
+                x = join(i, x)
             feats.append(x)
         return feats
 

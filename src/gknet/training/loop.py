@@ -116,6 +116,7 @@ class Trainer:
         datasets: tuple[Dataset, Dataset] | None = None,
     ):
         from gknet.models import build_model
+        from gknet.models.semantic import parameter_groups
         from gknet.training.data import build_datasets
         from gknet.training.validation import RealValidation
 
@@ -154,7 +155,11 @@ class Trainer:
         if self.dist.world > 1 and self.device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
+            parameter_groups(self.model, tc.lr),
+            lr=tc.lr,
+            betas=tc.betas,
+            eps=tc.eps,
+            weight_decay=tc.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, tc.warmup_steps, tc.schedule)
