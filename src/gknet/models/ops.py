@@ -51,15 +51,25 @@ def _check(features: torch.Tensor, kernels: torch.Tensor) -> int:
     return n
 
 
+def accumulation_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float32 for sums of bfloat16 / float16 products (mixed precision), else the inputs' type."""
+    dtype = torch.promote_types(tensors[0].dtype, tensors[-1].dtype)
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 def _forward(features: torch.Tensor, kernels: torch.Tensor, n: int) -> torch.Tensor:
     r = n // 2
     h, w = features.shape[-2:]
     padded = F.pad(features, (r, r, r, r))
-    out = torch.empty_like(features)
+    out = torch.empty_like(features, dtype=accumulation_dtype(features, kernels))
+    # mul(out=) would round a bfloat16 product to bfloat16; addcmul_ computes in the output's type
+    widened = out.dtype != torch.promote_types(features.dtype, kernels.dtype)
+    if widened:
+        out.zero_()
     for k in range(n * n):
         dy, dx = divmod(k, n)
         shifted = padded[:, :, dy : dy + h, dx : dx + w]
-        if k == 0:
+        if k == 0 and not widened:
             torch.mul(kernels[:, :, k], shifted, out=out)
         else:
             out.addcmul_(kernels[:, :, k], shifted)
@@ -96,17 +106,20 @@ class _KernelModulation(torch.autograd.Function):
         h, w = features.shape[-2:]
         grad_f = grad_k = None
         if ctx.needs_input_grad[1]:
+            # one product per value, in the wider of the two types, rounded once to the kernels' type
             padded = F.pad(features, (r, r, r, r))
             grad_k = torch.empty_like(kernels)
             for k in range(n * n):
                 dy, dx = divmod(k, n)
                 torch.mul(grad_out, padded[:, :, dy : dy + h, dx : dx + w], out=grad_k[:, :, k])
         if ctx.needs_input_grad[0]:
-            grad_padded = grad_out.new_zeros(*grad_out.shape[:2], h + 2 * r, w + 2 * r)
+            # a sum of N*N products per value: accumulated in float32 under mixed precision
+            acc = accumulation_dtype(features, kernels)
+            grad_padded = grad_out.new_zeros(*grad_out.shape[:2], h + 2 * r, w + 2 * r, dtype=acc)
             for k in range(n * n):
                 dy, dx = divmod(k, n)
                 grad_padded[:, :, dy : dy + h, dx : dx + w].addcmul_(grad_out, kernels[:, :, k])
-            grad_f = grad_padded[:, :, r : r + h, r : r + w]
+            grad_f = grad_padded[:, :, r : r + h, r : r + w].to(features.dtype)
         return grad_f, grad_k, None
 
 
