@@ -3,6 +3,8 @@ and a bfloat16 run that checkpoints, resumes bit for bit and exports float32 wei
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -100,3 +102,32 @@ def test_bf16_run_resumes_bit_identically_and_exports_float32(tmp_path):
     )
     assert {v.dtype for v in released.values() if v.is_floating_point()} == {torch.float32}
     assert torch.equal(released["head.weight"], a["ema"]["model"]["head.weight"])
+
+
+def test_gpu_check_script_runs_on_the_cpu(tmp_path, capsys):
+    """scripts/gpu_check.py with --device cpu: the same code a GPU machine runs, every precision the
+    CPU serves ok, fp16 refused with one clear line (and a non-zero exit)."""
+    import importlib.util
+    import json
+
+    import yaml
+
+    from gknet.config import to_dict
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(to_dict(tiny_train_config(tmp_path))))
+    common = ["--device", "cpu", "--config", str(config), "--steps", "3", "--resume-steps", "1"]
+    common += ["--size", "32", "--batch", "2", "--out", str(tmp_path / "runs")]
+    assert script.main([*common, "--precisions", "fp32", "bf16"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["precision"], r["ok"], r["resumed_to_step"]) for r in lines] == [
+        ("fp32", True, 4),
+        ("bf16", True, 4),
+    ]
+    assert all(r["checkpoint_dtypes"] == ["torch.float32"] and r["images_per_s"] > 0 for r in lines)
+    assert script.main([*common, "--precisions", "fp16"]) == 1
+    assert "needs a CUDA device" in capsys.readouterr().out
