@@ -113,7 +113,7 @@ class GKNet(nn.Module):
         self.head = nn.Conv2d(widths[0], 3, 1)
         # Without gradients, each KPB's kernel head runs fused with its modulation, band by
         # band (ops.head_modulation); False: the kernels are predicted whole and then applied
-        # (the reference path, also the one taken with gradients, by trace and by ONNX export).
+        # (the reference path, also the one taken with gradients and by ONNX export).
         self.fused_heads = True
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -143,8 +143,7 @@ class GKNet(nn.Module):
         feats = self.encoder(torch.cat([x, m - 0.5], dim=1), join)
 
         # kernels[j]: K of decoder level j, or (block, F_KPB) when the head runs fused
-        fused = self.fused_heads and record is None and not torch.is_grad_enabled()
-        fused = fused and not torch.onnx.is_in_onnx_export()
+        fused = self.fused_heads and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
         kernels = []
         if self.kpb:
             f_prev = feats[-1]
@@ -158,11 +157,12 @@ class GKNet(nn.Module):
                 if fused:
                     f_prev, weights = block.refine(feats[-1 - j], f_prev)
                     kernels.append((block, f_prev))
-                    continue
-                k, f_prev, weights = block(feats[-1 - j], f_prev)
-                kernels.append(k)
-                if record is not None:
+                else:
+                    k, f_prev, weights = block(feats[-1 - j], f_prev)
+                    kernels.append(k)
+                if record is not None:  # trace keeps every K whole; the output is forward's
                     stride = s >> j
+                    k = block.kernels(f_prev) if fused else k
                     record.kernels.append(LevelKernels(k, stride))
                     if weights:
                         record.scf.append(SCFMaps(stride=stride, **weights))
