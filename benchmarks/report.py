@@ -11,6 +11,8 @@ from gknet.io.atomic import write_atomic
 PLOT_NAME = "time_vs_megapixels.png"
 PAIRS = {"gknet_small": "unet_small", "gknet_paper": "unet_paper"}  # GKNet -> its same-width U-Net
 TARGET_OVERHEAD = 1.4  # GKNet time / U-Net time at 256x256
+# GKNet's time ratio over its U-Net / their MAC ratio: how far from its arithmetic it runs
+TARGET_TIME_PER_MAC = {256: 1.15, 1024: 1.5}
 TARGET_OP_GAIN = 2.0  # unfold / kernel_modulation, in time or in memory, at 256 px
 TARGET_FULLRES_S = 3.0
 TARGET_FULLRES_GIB = 2.0
@@ -154,6 +156,14 @@ def compute_targets(results: dict) -> list[dict]:
                 f"{r:.2f}x" if r else "",
             )
         )
+    for size, limit in TARGET_TIME_PER_MAC.items():
+        for model, base in PAIRS.items():
+            row = find(ratios["gknet_vs_unet"], section="inference", model=model, size=size)
+            time, macs = row.get("time_ratio"), row.get("macs_ratio")
+            value = _ratio(time, macs)
+            display = f"{value:.2f} ({time:.2f}x the time for {macs:.2f}x the MACs)" if value else ""
+            name = f"{model} time ratio over {base} / MAC ratio at {size}x{size} (inference)"
+            targets.append(_at_most(name, limit, value, display))
     for channels in sorted({row["channels"] for row in ratios["op_vs_unfold"]}):
         rows = [r for r in ratios["op_vs_unfold"] if r["size"] == 256 and r["channels"] == channels]
         gains = [max(r["speedup"] or 0, r["memory_ratio"] or 0) for r in rows]
