@@ -210,8 +210,8 @@ def test_the_semantic_encoders_cost(training_run):
     # EfficientNet-Lite0's first five stages (frozen) + the mask conv, its scale and the 1x1 join
     assert with_encoder["params"] - base["params"] == 700_768 + 321 + 14_464
     assert with_encoder["trainable"] == base["trainable"] + 321 + 14_464 == base["params"] + 14_785
-    assert base["gmacs_256"] == pytest.approx(4.47, abs=0.01)
-    assert with_encoder["gmacs_256"] == pytest.approx(4.80, abs=0.01)  # as `gknet info` counts it
+    assert base["gmacs_256"] == pytest.approx(5.01, abs=0.01)
+    assert with_encoder["gmacs_256"] == pytest.approx(5.33, abs=0.01)  # as `gknet info` counts it
     timed = ["network_256"] + (["fullres"] if "megapixels" in sem else [])
     for item in timed:
         assert sem[f"{item}_time_ratio"] > 0 and all(row[f"{item}_s"] > 0 for row in sem["models"])
