@@ -143,8 +143,13 @@ def test_a_partial_run_writes_its_outputs(training_run):
     out, results, stdout = training_run
     assert (out / "time_vs_megapixels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "RESULTS.md").read_text()
-    assert "## Machine" in markdown and "## Training" in markdown
-    assert results["settings"]["only"] == ["training", "semantic"] and results["settings"]["quick"] is True
+    assert (
+        "## Machine" in markdown
+        and "## Training" in markdown
+        and "## Training throughput per precision" in markdown
+    )
+    assert results["settings"]["only"] == ["training", "precision", "semantic"]
+    assert results["settings"]["quick"] is True
     for section in ("fullres", "end_to_end", "onnx", "folder"):
         assert results[section] == {"skipped": "not in this run"}
     assert results["inference"] == results["kernel_modulation"] == []
