@@ -140,19 +140,34 @@ def job_semantic(plan: Plan, composite_path: str | None, mask_path: str | None) 
     return out
 
 
-def job_training(plan: Plan, model: str, size: int) -> dict:
+def job_training(plan: Plan, model: str, size: int, precision: str = "fp32", compiled: bool = False) -> dict:
+    """One optimisation step as `gknet train` takes it (``train.precision``), optionally with the
+    forward pass under ``torch.compile`` (its compilation timed apart: ``compile_s``)."""
+    from gknet.training.precision import resolve_precision
+
     _prepare(plan)
     net = build_model(model_config(model), pretrained=False).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     composite, mask = _inputs(plan.train_batch, size)
     target = torch.rand_like(composite)
+    autocast = resolve_precision(precision, torch.device("cpu")).autocast
+    forward = torch.compile(net, dynamic=False) if compiled else net
 
     def call():
         optimizer.zero_grad(set_to_none=True)
-        fn_mse_loss(net(composite, mask), target, mask).backward()
+        with autocast():
+            pred = forward(composite, mask)
+        fn_mse_loss(pred.float(), target, mask).backward()
         optimizer.step()
 
+    compile_s = None
+    if compiled:
+        t0 = time.perf_counter()
+        call()
+        compile_s = time.perf_counter() - t0
     result = measure(call, plan)
+    if compiled:
+        result["compile_s"] = compile_s
     if "median_s" in result:  # a time pass
         result["images_per_s"] = plan.train_batch / result["median_s"]
     return result

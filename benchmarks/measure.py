@@ -56,6 +56,7 @@ class Plan:
     op_batch: int = 1
     kernel_size: int = 3
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    compile_training: bool = True  # also time a torch.compile'd training step (minutes to compile)
 
 
 def _peak_rss() -> int:

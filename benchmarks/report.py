@@ -11,6 +11,8 @@ from gknet.io.atomic import write_atomic
 PLOT_NAME = "time_vs_megapixels.png"
 PAIRS = {"gknet_small": "unet_small", "gknet_paper": "unet_paper"}  # GKNet -> its same-width U-Net
 TARGET_OVERHEAD = 1.4  # GKNet time / U-Net time at 256x256
+# GKNet's time ratio over its U-Net / their MAC ratio: how far from its arithmetic it runs
+TARGET_TIME_PER_MAC = {256: 1.15, 1024: 1.5}
 TARGET_OP_GAIN = 2.0  # unfold / kernel_modulation, in time or in memory, at 256 px
 TARGET_FULLRES_S = 3.0
 TARGET_FULLRES_GIB = 2.0
@@ -36,6 +38,52 @@ def find(rows: list[dict], **labels) -> dict:
     return next((r for r in rows if all(r.get(k) == v for k, v in labels.items())), {})
 
 
+def _precision_table(results: dict, s: dict) -> list[str]:
+    """Training steps per ``train.precision`` (and compiled), against float32 of the same model and size."""
+    rows = results.get("precision", [])
+    if not rows:
+        return []
+    lines = [
+        f"## Training throughput per precision (batch {s['train_batch']}, as `gknet train` steps)",
+        "",
+        "fp32 eager is the training row above measured again in this section; `compile`: the forward "
+        "pass under `torch.compile`, its compilation (first step) timed apart.",
+        "",
+    ]
+
+    def speedup(r):
+        base = find(rows, model=r["model"], size=r["size"], precision="fp32", compiled=False)
+        return _ratio(base.get("median_s"), r.get("median_s"))
+
+    return lines + _table(
+        [
+            "model",
+            "size",
+            "precision",
+            "compile",
+            "step s (median)",
+            "images/s",
+            "peak MiB",
+            "vs fp32",
+            "compile s",
+        ],
+        [
+            [
+                r["model"],
+                f"{r['size']}x{r['size']}",
+                r["precision"],
+                "on" if r["compiled"] else "off",
+                fmt(r.get("median_s"), ".3f"),
+                fmt(r.get("images_per_s"), ".1f"),
+                fmt(r.get("peak_mib"), ".0f"),
+                fmt(speedup(r), ".2f") + ("x" if speedup(r) else ""),
+                fmt(r.get("compile_s"), ".0f"),
+            ]
+            for r in rows
+        ],
+    )
+
+
 def compute_ratios(results: dict) -> dict:
     """GKNet / its same-width U-Net and unfold / kernel_modulation, from this run's numbers."""
     model_rows = []
@@ -54,6 +102,13 @@ def compute_ratios(results: dict) -> dict:
                         "macs_ratio": _ratio(row.get("gmacs"), base.get("gmacs")),
                     }
                 )
+    precision_rows = []
+    for row in results.get("precision", []):
+        base = find(
+            results["precision"], model=row["model"], size=row["size"], precision="fp32", compiled=False
+        )
+        labels = {k: row[k] for k in ("model", "size", "precision", "compiled")}
+        precision_rows.append({**labels, "speedup": _ratio(base.get("median_s"), row.get("median_s"))})
     op_rows = []
     for row in results["kernel_modulation"]:
         if row["impl"] == "kernel_modulation":
@@ -69,7 +124,10 @@ def compute_ratios(results: dict) -> dict:
     runs = results["folder"].get("runs", [])
     one = find(runs, batch_size=1, workers=0, backend="torch").get("images_per_s")
     folder_rows = [{**r, "speedup": _ratio(r.get("images_per_s"), one)} for r in runs]
-    return {"gknet_vs_unet": model_rows, "op_vs_unfold": op_rows, "folder_vs_one_at_a_time": folder_rows}
+    ratios = {"gknet_vs_unet": model_rows, "op_vs_unfold": op_rows, "folder_vs_one_at_a_time": folder_rows}
+    if "precision" in results:  # runs before the section existed have none
+        ratios["precision_vs_fp32"] = precision_rows
+    return ratios
 
 
 def _target(name: str, goal: str, measured: float | None, display: str, passed: bool | None) -> dict:
@@ -96,6 +154,14 @@ def compute_targets(results: dict) -> list[dict]:
                 f"{r:.2f}x" if r else "",
             )
         )
+    for size, limit in TARGET_TIME_PER_MAC.items():
+        for model, base in PAIRS.items():
+            row = find(ratios["gknet_vs_unet"], section="inference", model=model, size=size)
+            time, macs = row.get("time_ratio"), row.get("macs_ratio")
+            value = _ratio(time, macs)
+            display = f"{value:.2f} ({time:.2f}x the time for {macs:.2f}x the MACs)" if value else ""
+            name = f"{model} time ratio over {base} / MAC ratio at {size}x{size} (inference)"
+            targets.append(_at_most(name, limit, value, display))
     for channels in sorted({row["channels"] for row in ratios["op_vs_unfold"]}):
         rows = [r for r in ratios["op_vs_unfold"] if r["size"] == 256 and r["channels"] == channels]
         gains = [max(r["speedup"] or 0, r["memory_ratio"] or 0) for r in rows]
@@ -252,6 +318,7 @@ def _model_sections(results: dict) -> list[str]:
             for r in results["training"]
         ],
     )
+    lines += _precision_table(results, s)
     lines += [
         f"## kernel_modulation vs unfold (batch {s['op_batch']}, N = {s['kernel_size']})",
         "",

@@ -35,6 +35,7 @@ DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "lalonde_composites"
 SECTIONS = (
     "inference",
     "training",
+    "precision",
     "kernel_modulation",
     "fullres",
     "end_to_end",
@@ -43,7 +44,11 @@ SECTIONS = (
     "semantic",
 )
 # sections whose jobs take a peak memory (measure()): they run a second time, in a memory pass
-MEMORY_SECTIONS = ("inference", "training", "kernel_modulation", "fullres", "onnx")
+# (compiled steps excepted: a second compilation would take minutes for a number eager rows give)
+MEMORY_SECTIONS = ("inference", "training", "precision", "kernel_modulation", "fullres", "onnx")
+# training steps per precision: (precision, torch.compile); compiled at the smallest size only
+PRECISION_RUNS = (("fp32", False), ("bf16", False), ("bf16", True))
+PRECISION_MODELS = ("gknet_small",)
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
 # folder mode: (label, batch size, I/O threads, backend); the first is the one-image-at-a-time loop
 FOLDER_RUNS = (
@@ -80,6 +85,7 @@ QUICK = Plan(
     sample_s=0.02,
     process_runs=1,
     folder_images=16,
+    compile_training=False,
 )
 
 
@@ -107,6 +113,13 @@ def jobs(plan: Plan, example: Path, folder: Path, only=SECTIONS) -> list[tuple[s
         for model in plan.models:
             labels = {"model": model, "size": size}
             out.append(("training", {**labels, "batch": plan.train_batch}, J.job_training, labels))
+    for size in plan.train_sizes:
+        for model in PRECISION_MODELS:
+            for precision, compiled in PRECISION_RUNS:
+                if compiled and (size != min(plan.train_sizes) or not plan.compile_training):
+                    continue
+                labels = {"model": model, "size": size, "precision": precision, "compiled": compiled}
+                out.append(("precision", {**labels, "batch": plan.train_batch}, J.job_training, labels))
     for size in plan.op_sizes:
         for channels in plan.op_channels:
             for mode in ("forward", "forward+backward"):
@@ -136,7 +149,7 @@ def run(plan: Plan, example: Path, folder: Path, quick: bool, only=SECTIONS) -> 
     results: dict = {"machine": machine, "settings": {"quick": quick, "only": list(only), **asdict(plan)}}
     if tuple(only) == SECTIONS:
         results["settings"]["only"] = []
-    results.update(inference=[], training=[], kernel_modulation=[])
+    results.update(inference=[], training=[], precision=[], kernel_modulation=[])
     absent = {"fullres": f"example not found: {example}", "folder": f"folder not found: {folder}"}
     absent["end_to_end"] = absent["fullres"]
     for section in ("fullres", "end_to_end", "onnx", "folder", "semantic"):  # replaced by what is measured
@@ -145,7 +158,7 @@ def run(plan: Plan, example: Path, folder: Path, quick: bool, only=SECTIONS) -> 
         jobs(plan, example, folder, only), desc="benchmarks", unit="item"
     ):
         measured = isolated(job, plan=plan, **kwargs)
-        if section in MEMORY_SECTIONS:  # peaks from a fresh process, not the timed one's heap
+        if section in MEMORY_SECTIONS and not labels.get("compiled"):  # peaks from a fresh process
             measured = merged(measured, isolated(job, memory=True, plan=plan, **kwargs))
         if section == "folder":
             results["folder"].pop("skipped", None)
@@ -156,7 +169,8 @@ def run(plan: Plan, example: Path, folder: Path, quick: bool, only=SECTIONS) -> 
             results[section].append({**labels, "megapixels": labels["size"] ** 2 / 1e6, **measured})
     machine["load_end"] = list(os.getloadavg())
     # read in the children: the parent runs no torch code, so that forking it stays safe
-    rows = [*results["inference"], *results["training"], *results["kernel_modulation"], results["fullres"]]
+    rows = [*results["inference"], *results["training"], *results["precision"], *results["kernel_modulation"]]
+    rows.append(results["fullres"])
     machine["torch_threads"] = sorted({r["threads"] for r in rows if "threads" in r})
     results["ratios"] = compute_ratios(results)
     results["targets"] = compute_targets(results)
@@ -175,7 +189,7 @@ def warnings_for(results: dict) -> list[str]:
     failed = [
         f"{section}: {row.get('model') or row.get('impl') or row.get('label') or ''} {row.get('size', '')}: "
         f"{row['error']}"
-        for section in ("inference", "training", "kernel_modulation")
+        for section in ("inference", "training", "precision", "kernel_modulation")
         for row in results[section]
         if "error" in row
     ]

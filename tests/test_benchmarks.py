@@ -32,9 +32,9 @@ def stored() -> dict:
 
 @pytest.fixture(scope="module")
 def training_run(tmp_path_factory):
-    """The quick plan's training and semantic-encoder sections, end to end, on one thread."""
+    """The quick plan's training, precision and semantic-encoder sections, end to end, on one thread."""
     out = tmp_path_factory.mktemp("bench") / "out"
-    args = ["--quick", "--only", "training", "semantic", "--threads", "1", "--out", str(out)]
+    args = ["--quick", "--only", "training", "precision", "semantic", "--threads", "1", "--out", str(out)]
     command = [sys.executable, "-m", "benchmarks.run", *args]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -143,8 +143,13 @@ def test_a_partial_run_writes_its_outputs(training_run):
     out, results, stdout = training_run
     assert (out / "time_vs_megapixels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "RESULTS.md").read_text()
-    assert "## Machine" in markdown and "## Training" in markdown
-    assert results["settings"]["only"] == ["training", "semantic"] and results["settings"]["quick"] is True
+    assert (
+        "## Machine" in markdown
+        and "## Training" in markdown
+        and "## Training throughput per precision" in markdown
+    )
+    assert results["settings"]["only"] == ["training", "precision", "semantic"]
+    assert results["settings"]["quick"] is True
     for section in ("fullres", "end_to_end", "onnx", "folder"):
         assert results[section] == {"skipped": "not in this run"}
     assert results["inference"] == results["kernel_modulation"] == []
@@ -210,9 +215,35 @@ def test_the_semantic_encoders_cost(training_run):
     # EfficientNet-Lite0's first five stages (frozen) + the mask conv, its scale and the 1x1 join
     assert with_encoder["params"] - base["params"] == 700_768 + 321 + 14_464
     assert with_encoder["trainable"] == base["trainable"] + 321 + 14_464 == base["params"] + 14_785
-    assert base["gmacs_256"] == pytest.approx(4.47, abs=0.01)
-    assert with_encoder["gmacs_256"] == pytest.approx(4.80, abs=0.01)  # as `gknet info` counts it
+    assert base["gmacs_256"] == pytest.approx(5.01, abs=0.01)
+    assert with_encoder["gmacs_256"] == pytest.approx(5.33, abs=0.01)  # as `gknet info` counts it
     timed = ["network_256"] + (["fullres"] if "megapixels" in sem else [])
     for item in timed:
         assert sem[f"{item}_time_ratio"] > 0 and all(row[f"{item}_s"] > 0 for row in sem["models"])
     assert "## Semantic encoder cost" in render_markdown(results)
+
+
+def test_precision_rows_time_each_precision_and_compile_at_the_smallest_size(tmp_path):
+    rows = [
+        labels
+        for section, labels, *_ in bench.jobs(bench.FULL, tmp_path / "absent", tmp_path, only=("precision",))
+    ]
+    runs = [(r["size"], r["precision"], r["compiled"]) for r in rows]
+    assert runs == [(128, "fp32", False), (128, "bf16", False), (128, "bf16", True)] + [
+        (256, "fp32", False),
+        (256, "bf16", False),
+    ]
+    quick = [
+        labels
+        for section, labels, *_ in bench.jobs(bench.QUICK, tmp_path / "absent", tmp_path, only=("precision",))
+    ]
+    assert not any(r["compiled"] for r in quick)  # a compilation takes minutes
+
+
+def test_quick_run_times_training_per_precision(training_run):
+    _, results, _ = training_run
+    rows = {(r["precision"], r["compiled"]): r for r in results["precision"]}
+    assert set(rows) == {("fp32", False), ("bf16", False)}
+    assert all(r["median_s"] > 0 and r["peak_mib"] > 0 for r in rows.values())
+    ratio = {r["precision"]: r["speedup"] for r in results["ratios"]["precision_vs_fp32"]}
+    assert ratio["bf16"] == pytest.approx(rows["fp32", False]["median_s"] / rows["bf16", False]["median_s"])

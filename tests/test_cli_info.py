@@ -2,7 +2,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
 from gknet.cli import main
 from gknet.config import to_dict
@@ -61,3 +63,15 @@ def test_macs_of_plain_unet_by_hand():
     assert modulation_macs(tiny_config(), s) == 16 * 9 * (s // 2) ** 2 + 8 * 9 * s * s
     counts = count_params(build_model(cfg))
     assert counts["lre"] == counts["kpb_scf"] == 0
+
+
+def test_macs_count_the_lre_attention():
+    """Attention runs as a CPU op that torch's FLOP counter does not list: counted as
+    2 x tokens^2 x dim MACs per layer (scores and weighted sum) on top of everything else."""
+    cfg = tiny_config()
+    model, s = build_model(cfg).eval(), 64
+    with torch.no_grad(), FlopCounterMode(display=False) as plain:
+        model(torch.rand(1, 3, s, s), torch.zeros(1, 1, s, s))
+    tokens, dim = (s // cfg.stride) ** 2, cfg.lre_dim or cfg.widths[-1]
+    attention = cfg.lre_layers * 2 * tokens**2 * dim
+    assert count_macs(model, s) == plain.get_total_flops() // 2 + modulation_macs(cfg, s) + attention

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -16,10 +17,13 @@ from gknet.training.state import load_state
 from tests.train_helpers import tiny_train_config, write_triplet_folder
 
 
-def test_torchrun_two_ranks_match_each_other_and_one_process_with_the_global_batch(tmp_path):
+# bf16: the autocast path of mixed-precision GPU training, under the same DDP code (gloo)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_torchrun_two_ranks_match_each_other_and_one_process_with_the_global_batch(tmp_path, precision):
     root = write_triplet_folder(tmp_path / "data", count=16, size=40)
     # GroupNorm: no statistics across the batch, so 2 ranks x 2 images must equal 1 process x 4 images.
-    cfg = tiny_train_config(root, {"norm": "group"}, batch_size=4, max_steps=6, val_every=3, ckpt_every=3)
+    settings = dict(batch_size=4, max_steps=6, val_every=3, ckpt_every=3, precision=precision)
+    cfg = tiny_train_config(root, {"norm": "group"}, **settings)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(to_dict(cfg)))
     out, dumps = tmp_path / "ddp", tmp_path / "dumps"
@@ -42,6 +46,11 @@ def test_torchrun_two_ranks_match_each_other_and_one_process_with_the_global_bat
     assert sorted({r["step"] for r in records if "val" in r}) == [3, 6]  # rank 0 only: no duplicates
     assert len([r for r in records if r.get("step") == 3 and "val" in r]) == 1
 
+    if precision == "bf16":
+        # bfloat16 rounds differently with 2 than with 4 images per convolution: one process
+        # drifts from the ranks by as much as 3 steps move the weights (4e-3), so only the
+        # ranks' agreement is checked (above)
+        return
     train(cfg, tmp_path / "single")
     single = load_state(tmp_path / "single" / "ckpt" / "last.pt")["model"]
     # Float summation order differs (Adam amplifies it to ~1e-5); a wrong batch differs by ~1e-2.

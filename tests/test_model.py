@@ -119,6 +119,28 @@ def test_every_parameter_gets_a_gradient():
         assert not missing, f"no gradient reaches: {missing}"
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_kernel_heads_equal_the_reference_path(channels_last):
+    """Without gradients the kernel heads run fused with the modulation (ops.head_modulation);
+    the reference predicts every K whole and applies it with kernel_modulation."""
+    from unittest import mock
+
+    from gknet.models import kpb
+
+    model = build_model(tiny_config(kpb_levels=2, widths=(8, 16, 32))).eval()
+    x, m = inputs(2, 40, 56)
+    if channels_last:
+        model, x, m = (t.to(memory_format=torch.channels_last) for t in (model, x, m))
+    with torch.no_grad():
+        with mock.patch.object(kpb, "head_modulation", wraps=kpb.head_modulation) as fused:
+            out = model(x, m)
+        assert fused.call_count == 2
+        model.fused_heads = False
+        reference = model(x, m)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+    assert not torch.equal(reference, x)  # the kernels did change the image
+
+
 def test_eval_is_deterministic():
     model = build_model(tiny_config()).eval()
     x, m = inputs()

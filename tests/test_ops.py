@@ -2,8 +2,10 @@ from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from gknet.models.ops import kernel_modulation, kernel_modulation_unfold
+from gknet.models import ops
+from gknet.models.ops import head_modulation, kernel_modulation, kernel_modulation_unfold
 
 
 def naive_modulation(features, kernels):
@@ -59,3 +61,36 @@ def test_rejects_mismatched_shapes():
         kernel_modulation(torch.randn(1, 2, 4, 4), torch.randn(1, 2, 8, 4, 4))
     with pytest.raises(ValueError):
         kernel_modulation(torch.randn(1, 2, 4, 4), torch.randn(1, 3, 9, 4, 4))
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("band", [ops.BAND_ELEMENTS, 1])  # one band / one row per band
+def test_head_modulation_equals_head_then_modulation(n, channels_last, band, monkeypatch):
+    monkeypatch.setattr(ops, "BAND_ELEMENTS", band)
+    features, source = torch.randn(2, 3, 7, 9), torch.randn(2, 5, 7, 9)
+    if channels_last:
+        features, source = (t.contiguous(memory_format=torch.channels_last) for t in (features, source))
+    weight, bias = torch.randn(3 * n * n, 5, 1, 1), torch.randn(3 * n * n)
+    kernels = F.conv2d(source, weight, bias).view(2, 3, n * n, 7, 9)
+    expected = naive_modulation(features, kernels)
+    torch.testing.assert_close(
+        head_modulation(features, source, weight, bias, n), expected, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_head_modulation_sums_in_float32_under_bfloat16_autocast():
+    features, source = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6)
+    weight, bias = torch.randn(36, 4, 1, 1), torch.randn(36)
+    expected = head_modulation(features, source, weight, bias, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head_modulation(features, source, weight, bias, 3)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)
+
+
+def test_head_modulation_rejects_a_head_of_another_width():
+    with pytest.raises(ValueError, match="do not fit"):
+        head_modulation(
+            torch.randn(1, 3, 4, 4), torch.randn(1, 5, 4, 4), torch.randn(26, 5, 1, 1), torch.randn(26), 3
+        )

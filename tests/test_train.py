@@ -210,7 +210,7 @@ def test_cli_refuses_to_overwrite_a_run_and_bad_settings(tmp_path, capsys):
     capsys.readouterr()
     assert train_cli("--out", out) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert train_cli("--out", out + "2", "--amp", "bf16", "--device", "cpu") == 2
+    assert train_cli("--out", out + "2", "--precision", "fp16", "--device", "cpu") == 2
     assert "CUDA" in capsys.readouterr().err
     assert train_cli("--out", out + "3", "--set", "train.batch_size=40") == 2
     assert "fewer than train.batch_size" in capsys.readouterr().err

@@ -211,10 +211,15 @@ class TrainConfig:
     # Validate, keep and export a moving average of the weights (gknet.training.ema) with this
     # decay, e.g. 0.999 (an average over about the last 1,000 steps); 0 = the weights themselves.
     ema_decay: float = 0.0
+    # fp32 | bf16 (autocast to bfloat16, CPU or GPU) | fp16 (CUDA only, with a gradient scaler);
+    # see gknet.training.precision
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"train.schedule must be constant or cosine, got {self.schedule!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
         for name in ("image_size", "batch_size", "epochs", "log_every"):
             _integer(f"train.{name}", getattr(self, name), 1)
         for name in ("max_steps", "warmup_steps", "val_every", "ckpt_every", "seed", "threads"):

@@ -26,7 +26,11 @@ def register(subparsers) -> None:
         help="override a config value, e.g. --set train.lr=3e-4 (repeatable)",
     )
     p.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda or cuda:N")
-    p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on GPU")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        help="sets train.precision: fp32, bf16 (autocast; CPU or GPU) or fp16 (CUDA, gradient scaler)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         cfg, name = config_from_checkpoint(auto_last)
     else:
         raise GknetError("pass --config YAML (or --resume CHECKPOINT to continue with its config)")
-    cfg = override(cfg, args.overrides)
+    cfg = override(cfg, args.overrides + ([f"train.precision={args.precision}"] if args.precision else []))
     if args.out:
         out = Path(args.out)
     elif resume_file and Path(args.resume).parent.name == "ckpt":
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = Path("runs") / (name or "run")
     _check_run_folder(cfg, out, args.config)
-    result = train(cfg, out, resume=args.resume, device=args.device, amp=args.amp, config_name=name)
+    result = train(cfg, out, resume=args.resume, device=args.device, config_name=name)
     if int(os.environ.get("RANK", 0)) == 0:  # one summary line, not one per DDP rank
         print(json.dumps({"out": str(out), **result}))
     return 0

@@ -111,6 +111,10 @@ class GKNet(nn.Module):
             for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv2d(widths[0], 3, 1)
+        # Without gradients, each KPB's kernel head runs fused with its modulation, band by
+        # band (ops.head_modulation); False: the kernels are predicted whole and then applied
+        # (the reference path, also the one taken with gradients and by ONNX export).
+        self.fused_heads = True
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """composite [B, 3, H, W] and mask [B, 1, H, W] in [0, 1], any H, W.
@@ -138,6 +142,8 @@ class GKNet(nn.Module):
             join = functools.partial(self.semantic.join, semantic)
         feats = self.encoder(torch.cat([x, m - 0.5], dim=1), join)
 
+        # kernels[j]: K of decoder level j, or (block, F_KPB) when the head runs fused
+        fused = self.fused_heads and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
         kernels = []
         if self.kpb:
             f_prev = feats[-1]
@@ -148,10 +154,15 @@ class GKNet(nn.Module):
                 else:
                     f_prev = self.lre(f_prev)
             for j, block in enumerate(self.kpb):
-                k, f_prev, weights = block(feats[-1 - j], f_prev)
-                kernels.append(k)
-                if record is not None:
+                if fused:
+                    f_prev, weights = block.refine(feats[-1 - j], f_prev)
+                    kernels.append((block, f_prev))
+                else:
+                    k, f_prev, weights = block(feats[-1 - j], f_prev)
+                    kernels.append(k)
+                if record is not None:  # trace keeps every K whole; the output is forward's
                     stride = s >> j
+                    k = block.kernels(f_prev) if fused else k
                     record.kernels.append(LevelKernels(k, stride))
                     if weights:
                         record.scf.append(SCFMaps(stride=stride, **weights))
@@ -163,7 +174,7 @@ class GKNet(nn.Module):
             if record is not None:
                 record.decoder.append(d)
             if j < len(kernels):
-                d = kernel_modulation(d, kernels[j])
+                d = kernels[j][0].modulate(d, kernels[j][1]) if fused else kernel_modulation(d, kernels[j])
         # The head predicts a correction to the composite (in [0, 1] units).
         pred = (composite + self.head(d)[..., :h, :w]).clamp(0, 1)
         out = pred * mask + (1 - mask) * composite

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gknet.models.ops import head_modulation
 from gknet.models.scf import SCF, ConcatFusion
 from gknet.models.unet import norm_layer
 
@@ -47,6 +48,7 @@ class KPBlock(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.out_channels = out_channels
+        self.kernel_size = kernel_size
         self.taps = kernel_size * kernel_size
         self.head = nn.Conv2d(channels, out_channels * self.taps, 1)
         with torch.no_grad():  # start near (not at) the identity kernel
@@ -57,9 +59,22 @@ class KPBlock(nn.Module):
         self.register_buffer("identity", identity.flatten(), persistent=False)
 
     def forward(self, f_e: torch.Tensor, f_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(K^l [B, C, N*N, H, W], F_KPB^l, the fusion's attention weights)."""
+        f_kpb, weights = self.refine(f_e, f_prev)
+        return self.kernels(f_kpb), f_kpb, weights
+
+    def refine(self, f_e: torch.Tensor, f_prev: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """F_KPB^l and the fusion's attention weights (the kernels not yet predicted)."""
         fused, weights = self.fusion(f_e, f_prev)
-        f_kpb = self.body(fused)
+        return self.body(fused), weights
+
+    def kernels(self, f_kpb: torch.Tensor) -> torch.Tensor:
         b, _, h, w = f_kpb.shape
         kernels = F.conv2d(f_kpb, self.head.weight, self.head.bias + self.identity)
-        kernels = kernels.view(b, self.out_channels, self.taps, h, w)
-        return kernels, f_kpb, weights
+        return kernels.view(b, self.out_channels, self.taps, h, w)
+
+    def modulate(self, features: torch.Tensor, f_kpb: torch.Tensor) -> torch.Tensor:
+        """``kernel_modulation(features, self.kernels(f_kpb))`` without holding the kernels
+        (inference: :func:`~gknet.models.ops.head_modulation`)."""
+        bias = self.head.bias + self.identity
+        return head_modulation(features, f_kpb, self.head.weight, bias, self.kernel_size)

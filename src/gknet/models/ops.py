@@ -17,6 +17,11 @@ That is about 2x the feature map (the products are accumulated in place with ``a
 against (N*N + 1)x for unfold. Training saves only F and K, which exist anyway; the
 backward pass writes dK once and accumulates dF in one padded buffer.
 
+Inference without gradients computes the kernels where they are used:
+:func:`head_modulation` runs the 1x1 kernel head and the modulation band by band, so the
+C*N*N kernel maps are never written out whole (they outgrow the cache from about 128 x 128
+pixels on) and each band's kernels are applied while still in cache.
+
 Under ONNX export (``torch.onnx.is_in_onnx_export()``) the same sum is written with plain
 out-of-place slices, multiplications and additions (:func:`_forward_plain`): no custom
 autograd Function, no ``out=`` or in-place writes, and slice bounds that follow the
@@ -46,15 +51,25 @@ def _check(features: torch.Tensor, kernels: torch.Tensor) -> int:
     return n
 
 
+def accumulation_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float32 for sums of bfloat16 / float16 products (mixed precision), else the inputs' type."""
+    dtype = torch.promote_types(tensors[0].dtype, tensors[-1].dtype)
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 def _forward(features: torch.Tensor, kernels: torch.Tensor, n: int) -> torch.Tensor:
     r = n // 2
     h, w = features.shape[-2:]
     padded = F.pad(features, (r, r, r, r))
-    out = torch.empty_like(features)
+    out = torch.empty_like(features, dtype=accumulation_dtype(features, kernels))
+    # mul(out=) would round a bfloat16 product to bfloat16; addcmul_ computes in the output's type
+    widened = out.dtype != torch.promote_types(features.dtype, kernels.dtype)
+    if widened:
+        out.zero_()
     for k in range(n * n):
         dy, dx = divmod(k, n)
         shifted = padded[:, :, dy : dy + h, dx : dx + w]
-        if k == 0:
+        if k == 0 and not widened:
             torch.mul(kernels[:, :, k], shifted, out=out)
         else:
             out.addcmul_(kernels[:, :, k], shifted)
@@ -91,17 +106,20 @@ class _KernelModulation(torch.autograd.Function):
         h, w = features.shape[-2:]
         grad_f = grad_k = None
         if ctx.needs_input_grad[1]:
+            # one product per value, in the wider of the two types, rounded once to the kernels' type
             padded = F.pad(features, (r, r, r, r))
             grad_k = torch.empty_like(kernels)
             for k in range(n * n):
                 dy, dx = divmod(k, n)
                 torch.mul(grad_out, padded[:, :, dy : dy + h, dx : dx + w], out=grad_k[:, :, k])
         if ctx.needs_input_grad[0]:
-            grad_padded = grad_out.new_zeros(*grad_out.shape[:2], h + 2 * r, w + 2 * r)
+            # a sum of N*N products per value: accumulated in float32 under mixed precision
+            acc = accumulation_dtype(features, kernels)
+            grad_padded = grad_out.new_zeros(*grad_out.shape[:2], h + 2 * r, w + 2 * r, dtype=acc)
             for k in range(n * n):
                 dy, dx = divmod(k, n)
                 grad_padded[:, :, dy : dy + h, dx : dx + w].addcmul_(grad_out, kernels[:, :, k])
-            grad_f = grad_padded[:, :, r : r + h, r : r + w]
+            grad_f = grad_padded[:, :, r : r + h, r : r + w].to(features.dtype)
         return grad_f, grad_k, None
 
 
@@ -116,6 +134,50 @@ def kernel_modulation(features: torch.Tensor, kernels: torch.Tensor) -> torch.Te
     if torch.is_grad_enabled() and (features.requires_grad or kernels.requires_grad):
         return _KernelModulation.apply(features, kernels, n)
     return _forward(features, kernels, n)
+
+
+# Elements of one band's kernels (4 MiB in float32): large enough for both threads of a
+# 2-core machine to share each band's ops, small enough to stay in cache.
+BAND_ELEMENTS = 2**20
+
+
+def head_modulation(
+    features: torch.Tensor, source: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n: int
+) -> torch.Tensor:
+    """``kernel_modulation(features, conv1x1(source, weight, bias).view(B, C, N*N, H, W))``
+    computed band by band (inference: no gradients).
+
+    features: [B, C, H, W]; source: [B, C_in, H, W], the map the 1x1 head reads; weight:
+    [C*N*N, C_in, 1, 1] with row ``c * N*N + k`` for tap k of channel c; bias: [C*N*N].
+    Works in pixel-major (channels-last) order: the head's rows are reordered tap-major, so a
+    band's kernels come out of one matrix product as [pixels, N, N, C] and every tap is a
+    contiguous run of channels, multiplied with a strided view of the padded features (no
+    copies of the window). Returns a channels-last [B, C, H, W] tensor.
+    """
+    b, c, h, w = features.shape
+    taps, r, c_in = n * n, n // 2, source.shape[1]
+    if weight.shape[:2] != (c * taps, c_in) or source.shape[-2:] != (h, w) or source.shape[0] != b:
+        raise ValueError(
+            f"head {tuple(weight.shape)} and source {tuple(source.shape)} do not fit "
+            f"features {tuple(features.shape)} with an N = {n} window"
+        )
+    dtype = torch.promote_types(features.dtype, source.dtype)
+    with torch.autocast(features.device.type, enabled=False):  # float32 products and sums
+        rows_first = weight.to(dtype).view(c, taps, c_in).transpose(0, 1).reshape(taps * c, c_in).t()
+        bias = bias.to(dtype).view(c, taps).t().reshape(-1)
+        src = source.to(dtype).permute(0, 2, 3, 1)  # [B, H, W, C_in], a view when channels-last
+        padded = features.new_zeros(b, h + 2 * r, w + 2 * r, c, dtype=dtype)
+        padded[:, r : r + h, r : r + w] = features.permute(0, 2, 3, 1)
+        s_b, s_h, s_w, _ = padded.stride()
+        out = torch.empty(b, h, w, c, dtype=dtype, device=features.device)
+        rows = max(1, min(h, BAND_ELEMENTS // (taps * c * w * b)))
+        for y0 in range(0, h, rows):
+            y1 = min(y0 + rows, h)
+            kernels = torch.addmm(bias, src[:, y0:y1].reshape(-1, c_in), rows_first)
+            kernels = kernels.view(b, y1 - y0, w, n, n, c)
+            window = padded[:, y0:].as_strided((b, y1 - y0, w, n, n, c), (s_b, s_h, s_w, s_h, s_w, 1))
+            torch.sum(kernels.mul_(window), dim=(3, 4), out=out[:, y0:y1])
+    return out.permute(0, 3, 1, 2)
 
 
 def kernel_modulation_unfold(features: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,10 @@ from gknet.runtime.shard import local_rank
 from gknet.training.distributed import epoch_batches, init_distributed
 from gknet.training.ema import WeightAverage
 from gknet.training.log import RunLog
+from gknet.training.precision import resolve_precision
 from gknet.training.state import load_state, restore_rng_states, rng_states, save_state, selection
 from gknet.training.validation import is_better, to_device, validate
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # train.init_weights may change model.norm between these (their layers share weight and bias)
 NORMS_WITH_AFFINE = {"batch", "group"}
 BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
@@ -73,7 +72,6 @@ def train(
     out_dir: str | Path,
     resume: str | Path | None = None,
     device: str = "auto",
-    amp: str | None = None,
     config_name: str | None = None,
     datasets: tuple[Dataset, Dataset] | None = None,
 ) -> dict[str, Any]:
@@ -88,7 +86,7 @@ def train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        trainer = Trainer(cfg, Path(out_dir), device, amp, config_name, datasets)
+        trainer = Trainer(cfg, Path(out_dir), device, config_name, datasets)
         path = _resume_path(resume, trainer.out_dir)
         if path is not None:
             trainer.restore(path)
@@ -111,7 +109,6 @@ class Trainer:
         cfg: Config,
         out_dir: Path,
         device: str = "auto",
-        amp: str | None = None,
         config_name: str | None = None,
         datasets: tuple[Dataset, Dataset] | None = None,
     ):
@@ -124,11 +121,7 @@ class Trainer:
         tc = cfg.train
         self.device = resolve_device(device, local_rank())
         self.dist = init_distributed(self.device)
-        if amp is not None and amp not in AMP_DTYPES:
-            raise GknetError(f"--amp must be bf16 or fp16, got {amp!r}")
-        if amp is not None and self.device.type != "cuda":
-            raise GknetError("--amp needs a CUDA device (mixed precision is GPU-only)")
-        self.amp_dtype = AMP_DTYPES.get(amp)
+        self.precision = resolve_precision(tc.precision, self.device)
         if tc.batch_size % self.dist.world:
             raise GknetError(
                 f"train.batch_size={tc.batch_size} is not divisible by the world size {self.dist.world}"
@@ -164,7 +157,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, tc.warmup_steps, tc.schedule)
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.scaler = self.precision.scaler()
         # A running average of the weights, validated and exported instead of them.
         self.ema = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
         self.net = self.model
@@ -238,7 +231,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():  # empty: saved by a run without fp16
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
         elif self.ema is not None:
@@ -306,7 +300,7 @@ class Trainer:
         paused = time.monotonic()
         if self.dist.main:
             model = self.ema.model if self.ema is not None else self.model
-            self.last_val = validate(model, self.val_loader, self.device, self.amp_dtype)
+            self.last_val = validate(model, self.val_loader, self.device)
             record = {"step": self.step, "epoch": self.epoch, "val": self.last_val}
             score = self.last_val["fmse"]
             if self.real_val is not None:
@@ -328,8 +322,7 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------
     def _train_step(self, batch: dict) -> torch.Tensor:
         composite, mask, target = to_device(batch, self.device)
-        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        with autocast:
+        with self.precision.autocast():
             pred = self.net(composite, mask)
         loss = fn_mse_loss(pred.float(), target, mask, self.cfg.train.a_min)
         self._stop_if_diverged(loss)

@@ -4,7 +4,6 @@ evaluator scores them, and the rule that makes a checkpoint the best one."""
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +19,19 @@ def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def validate(
-    model: torch.nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None
-) -> dict[str, float]:
-    """Mean MSE / fMSE / PSNR (0-255 scale, as the evaluator) over the validation items."""
+def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Mean MSE / fMSE / PSNR (0-255 scale, as the evaluator) over the validation items.
+
+    In float32 whatever the training precision: the score that picks the best checkpoint is the
+    one its exported (float32) weights get."""
     was_training = model.training
     model.eval()
     sums = {"mse": 0.0, "fmse": 0.0, "psnr": 0.0}
     count = 0
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     for batch in loader:
         composite, mask, target = to_device(batch, device)
-        with autocast:
-            pred = model(composite, mask)
-        metrics = image_metrics(pred.float() * 255, target * 255, mask)
+        pred = model(composite, mask)
+        metrics = image_metrics(pred * 255, target * 255, mask)
         for key in sums:
             sums[key] += float(metrics[key].sum())
         count += len(composite)
