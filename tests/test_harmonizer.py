@@ -17,9 +17,10 @@ from torch.utils._pytree import tree_flatten
 from gknet import Harmonizer
 from gknet.config import FullResConfig, InferenceConfig, Normalization, load_config
 from gknet.errors import GknetError
-from gknet.inference.harmonizer import EmptyMaskWarning, check_resolution, pass_bytes
+from gknet.inference.harmonizer import EmptyMaskWarning
 from gknet.inference.release import save_release
 from gknet.models import build_model
+from gknet.models.memory import check_resolution, pass_bytes
 from tests.conftest import REPO, ship_weights, tiny_config
 
 TINY = tiny_config()

@@ -265,7 +265,7 @@ def test_commands_run_a_semantic_release(tmp_path, capsys):
 
 @pytest.mark.parametrize(("resolution", "use_mask", "levels"), [(64, True, 1), (100, False, 2)])
 def test_pass_bytes_counts_what_the_encoder_allocates(resolution, use_mask, levels):
-    from gknet.inference.harmonizer import pass_bytes
+    from gknet.models.memory import pass_bytes
     from tests.test_harmonizer import _pass_tensor_bytes  # builds with the pretrained weights
 
     needs_weights()

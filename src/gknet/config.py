@@ -289,8 +289,7 @@ class Config:
     def __post_init__(self) -> None:
         # Refused up front, as gknet harmonize refuses a --resolution: a training image whose
         # network pass alone cannot fit would fail (or swap) only after the run folder was made.
-        from gknet.inference.harmonizer import check_resolution  # torch: only for a whole config
-        from gknet.models import check_size
+        from gknet.models.memory import check_resolution, check_size  # torch: only for a whole config
 
         check_size(self.model)
         try:

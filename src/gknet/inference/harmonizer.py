@@ -26,63 +26,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gknet.config import MIN_RESOLUTION, InferenceConfig
+from gknet.config import InferenceConfig
 from gknet.errors import GknetError
 from gknet.inference.fullres import resize, transfer_to_full_resolution
 from gknet.inference.strength import apply_strength, check_strength
 from gknet.io.images import mask_image, rgb_image, to_pil_image, to_tensor_image, to_uint8_array
 from gknet.models import Intermediates
-from gknet.models.s2am import mid_channels
-from gknet.models.semantic import pass_floats as semantic_pass_floats
+from gknet.models.memory import check_resolution
 from gknet.runtime.device import resolve_device
 
-# One network pass may hold at most this much memory (estimated by pass_bytes): beyond it a
-# pass takes minutes on a CPU, or fails on a GPU, long after the user could have been told.
-MAX_PASS_BYTES = 8e9
 BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-def pass_bytes(cfg, resolution: int) -> float:
-    """Rough memory of one network pass at ``resolution`` for ModelConfig ``cfg``, in bytes.
-
-    The LRE's attention scores (heads x tokens^2 per layer, as the plain attention kernel stores
-    them) plus about eight float maps per feature channel at every level, the N x N kernels
-    and their unfolded copies at the modulated levels, and the maps of each S2AM block: nine
-    of its 2 x width channels (three channel attentions, the learning block's last conv and
-    norm, four in the blend) and two of its learning block's width (first conv and norm), as
-    counted in a pass (tests/test_harmonizer.py). For configs/gknet_paper.yaml that doubles
-    the finest level's term. A semantic encoder adds what it allocates (``semantic.pass_floats``).
-    """
-
-    def side(stride: int) -> int:  # feature map side at this stride (the input is padded up)
-        return -(-resolution // stride)
-
-    total = 4.0 * cfg.lre_heads * side(cfg.stride) ** 4 if cfg.use_lre else 0.0
-    modulated = range(len(cfg.widths) - cfg.kpb_levels, len(cfg.widths)) if cfg.use_kpb else ()
-    attended = range(cfg.s2am_levels) if cfg.use_s2am else ()  # decoder step i runs at level i
-    for level, width in enumerate(cfg.widths):
-        per_pixel = width * (8 + (2 * cfg.kernel_size**2 if level in modulated else 0))
-        if level in attended:
-            per_pixel += 9 * 2 * width + 2 * mid_channels(2 * width, cfg.s2am_mid_k)
-        total += 4.0 * per_pixel * side(2**level) ** 2
-    if cfg.semantic != "none":
-        total += 4.0 * semantic_pass_floats(cfg, resolution)
-    return total
-
-
-def check_resolution(cfg, resolution: int) -> None:
-    """GknetError if a pass at ``resolution`` would need more than MAX_PASS_BYTES, naming the largest
-    resolution that fits."""
-    if pass_bytes(cfg, resolution) <= MAX_PASS_BYTES:
-        return
-    low, high = MIN_RESOLUTION, resolution  # pass_bytes grows with the resolution: bisect
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if pass_bytes(cfg, mid) <= MAX_PASS_BYTES else (low, mid)
-    raise GknetError(
-        f"resolution {resolution} is too large for this model: one network pass would need about "
-        f"{pass_bytes(cfg, resolution) / 1e9:,.0f} GB (limit {MAX_PASS_BYTES / 1e9:g} GB); use at most {low}"
-    )
 
 
 class EmptyMaskWarning(UserWarning):

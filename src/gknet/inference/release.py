@@ -98,7 +98,7 @@ def save_release(
 def _check_size(cfg: ModelConfig, path: Path) -> None:
     """Refuse a config whose tensors the file cannot hold, before allocating them (a hostile or
     broken .json could ask for hundreds of GB)."""
-    from gknet.models import state_bytes
+    from gknet.models.memory import state_bytes
 
     needed = state_bytes(cfg)
     size = path.stat().st_size
