@@ -38,7 +38,7 @@ def checkpoint_model(checkpoint: str | Path) -> tuple[torch.nn.Module, Config, d
     cfg = _stored_config(state, checkpoint)
     weights = state["ema"]["model"] if state.get("ema") else state["model"]
     check_finite(weights, f"checkpoint {checkpoint}")
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, pretrained=False)  # the checkpoint holds every weight
     model.load_state_dict(weights)
     inference = InferenceConfig(train_size=cfg.train.image_size, normalization=model.normalization)
     return model.eval(), cfg, state, inference
