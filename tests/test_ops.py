@@ -79,6 +79,29 @@ def test_head_modulation_equals_head_then_modulation(n, channels_last, band, mon
     )
 
 
+@pytest.mark.parametrize("n", [1, 3, 5])
+@pytest.mark.parametrize("band", [ops.BAND_ELEMENTS, 1])
+def test_head_modulation_gradcheck_float64(n, band, monkeypatch):
+    """The fused backward (kernels recomputed band by band) against finite differences."""
+    monkeypatch.setattr(ops, "BAND_ELEMENTS", band)
+    f, s = torch.randn(2, 3, 5, 4, dtype=torch.float64), torch.randn(2, 4, 5, 4, dtype=torch.float64)
+    w, b = torch.randn(3 * n * n, 4, 1, 1, dtype=torch.float64), torch.randn(3 * n * n, dtype=torch.float64)
+    inputs = tuple(t.requires_grad_() for t in (f, s, w, b))
+    assert torch.autograd.gradcheck(lambda *t: head_modulation(*t, n), inputs)
+
+
+def test_head_modulation_gradients_of_features_alone():
+    """Only the features need a gradient (a frozen head): equal to the unfused op's."""
+    f = torch.randn(1, 3, 6, 5, requires_grad=True)
+    s, w, b = torch.randn(1, 4, 6, 5), torch.randn(27, 4, 1, 1), torch.randn(27)
+    (grad,) = torch.autograd.grad(head_modulation(f, s, w, b, 3).square().sum(), f)
+    f2 = f.detach().clone().requires_grad_()
+    (expected,) = torch.autograd.grad(
+        kernel_modulation(f2, F.conv2d(s, w, b).view(1, 3, 9, 6, 5)).square().sum(), f2
+    )
+    torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_head_modulation_sums_in_float32_under_bfloat16_autocast():
     features, source = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6)
     weight, bias = torch.randn(36, 4, 1, 1), torch.randn(36)

@@ -294,3 +294,35 @@ def test_training_keeps_a_frozen_backbone_and_tunes_a_trainable_one(tmp_path, lr
     moved = {k for k in backbone if not torch.equal(trained[k], pretrained[k])}
     assert moved == (set() if lr == 0 else {k for k in backbone if "running" not in k and "batches" not in k})
     assert not torch.equal(trained["semantic.project.1.weight"], pretrained["semantic.project.1.weight"])
+
+
+def test_fine_tuning_may_add_the_encoder_to_a_release_without_it(tmp_path):
+    """train.init_weights of a release without the encoder: its weights are carried over, the
+    encoder keeps ImageNet's, and the model starts out computing what the release computes."""
+    needs_weights()
+    from gknet.training import train
+    from gknet.training.state import load_state
+    from tests.train_helpers import tiny_train_config, write_triplet_folder
+
+    data = write_triplet_folder(tmp_path / "data", count=8, size=32)
+    plain = tiny_train_config(data, max_steps=1, lr=0.0)
+    torch.manual_seed(5)
+    source = build_model(plain.model).eval()
+    release = save_release(source, plain.model, tmp_path / "plain.safetensors")
+    cfg = tiny_train_config(data, SEMANTIC, max_steps=1, lr=0.0, init_weights=str(release))
+    train(cfg, tmp_path / "run")
+    trained = load_state(tmp_path / "run" / "ckpt" / "last.pt")["model"]
+    model = build_model(cfg.model)
+    pretrained = {k: v for k, v in model.state_dict().items() if k.startswith("semantic.backbone.")}
+    for name, value in {**pretrained, **source.state_dict()}.items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(trained[name], value), name
+    model.load_state_dict(trained)
+    x, m = torch.rand(1, 3, 32, 32), (torch.rand(1, 1, 32, 32) > 0.5).float()
+    source.load_state_dict({k: v for k, v in trained.items() if not k.startswith("semantic.")})
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x, m), source(x, m))
+
+    other = tiny_train_config(data, {**SEMANTIC, "kernel_size": 5}, max_steps=1, init_weights=str(release))
+    with pytest.raises(GknetError, match="another architecture"):
+        train(other, tmp_path / "bad")

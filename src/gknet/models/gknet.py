@@ -111,9 +111,9 @@ class GKNet(nn.Module):
             for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv2d(widths[0], 3, 1)
-        # Without gradients, each KPB's kernel head runs fused with its modulation, band by
-        # band (ops.head_modulation); False: the kernels are predicted whole and then applied
-        # (the reference path, also the one taken with gradients and by ONNX export).
+        # Each KPB's kernel head runs fused with its modulation, band by band, in training and
+        # inference (ops.head_modulation); False: the kernels are predicted whole and then
+        # applied (the reference path, also the one ONNX export traces).
         self.fused_heads = True
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -143,7 +143,7 @@ class GKNet(nn.Module):
         feats = self.encoder(torch.cat([x, m - 0.5], dim=1), join)
 
         # kernels[j]: K of decoder level j, or (block, F_KPB) when the head runs fused
-        fused = self.fused_heads and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
+        fused = self.fused_heads and not torch.onnx.is_in_onnx_export()
         kernels = []
         if self.kpb:
             f_prev = feats[-1]

@@ -75,6 +75,6 @@ class KPBlock(nn.Module):
 
     def modulate(self, features: torch.Tensor, f_kpb: torch.Tensor) -> torch.Tensor:
         """``kernel_modulation(features, self.kernels(f_kpb))`` without holding the kernels
-        (inference: :func:`~gknet.models.ops.head_modulation`)."""
+        (:func:`~gknet.models.ops.head_modulation`)."""
         bias = self.head.bias + self.identity
         return head_modulation(features, f_kpb, self.head.weight, bias, self.kernel_size)

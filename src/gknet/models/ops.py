@@ -17,10 +17,10 @@ That is about 2x the feature map (the products are accumulated in place with ``a
 against (N*N + 1)x for unfold. Training saves only F and K, which exist anyway; the
 backward pass writes dK once and accumulates dF in one padded buffer.
 
-Inference without gradients computes the kernels where they are used:
-:func:`head_modulation` runs the 1x1 kernel head and the modulation band by band, so the
-C*N*N kernel maps are never written out whole (they outgrow the cache from about 128 x 128
-pixels on) and each band's kernels are applied while still in cache.
+The model computes the kernels where they are used: :func:`head_modulation` runs the 1x1
+kernel head and the modulation band by band, so the C*N*N kernel maps are never written out
+whole (they outgrow the cache from about 128 x 128 pixels on) and each band's kernels are
+applied while still in cache; its backward pass recomputes them band by band the same way.
 
 Under ONNX export (``torch.onnx.is_in_onnx_export()``) the same sum is written with plain
 out-of-place slices, multiplications and additions (:func:`_forward_plain`): no custom
@@ -141,42 +141,121 @@ def kernel_modulation(features: torch.Tensor, kernels: torch.Tensor) -> torch.Te
 BAND_ELEMENTS = 2**20
 
 
+def _bands(b: int, h: int, w: int, c: int, taps: int):
+    """Row ranges (y0, y1) of about BAND_ELEMENTS kernel values each."""
+    rows = max(1, min(h, BAND_ELEMENTS // (taps * c * w * b)))
+    for y0 in range(0, h, rows):
+        yield y0, min(y0 + rows, h)
+
+
+def _padded(features: torch.Tensor, r: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, H + 2r, W + 2r, C]: the features pixel-major, zero-padded by r."""
+    b, c, h, w = features.shape
+    padded = features.new_zeros(b, h + 2 * r, w + 2 * r, c, dtype=dtype)
+    padded[:, r : r + h, r : r + w] = features.permute(0, 2, 3, 1)
+    return padded
+
+
+def _windows(padded: torch.Tensor, y0: int, y1: int, w: int, n: int) -> torch.Tensor:
+    """[B, y1 - y0, W, N, N, C]: every output pixel's N x N window, a strided view (no copy)."""
+    s_b, s_h, s_w, _ = padded.stride()
+    shape = (padded.shape[0], y1 - y0, w, n, n, padded.shape[3])
+    return padded[:, y0:].as_strided(shape, (s_b, s_h, s_w, s_h, s_w, 1))
+
+
+def _band_kernels(src, rows_first, bias, y0, y1, n) -> torch.Tensor:
+    """The kernel head on rows y0:y1 of the pixel-major source: [B, y1 - y0, W, N, N, C]."""
+    b, _, w, c_in = src.shape
+    kernels = torch.addmm(bias, src[:, y0:y1].reshape(-1, c_in), rows_first)
+    return kernels.view(b, y1 - y0, w, n, n, -1)
+
+
+def _head_forward(features, source, rows_first, bias, n) -> torch.Tensor:
+    b, c, h, w = features.shape
+    dtype = accumulation_dtype(features, source)
+    src = source.to(dtype).permute(0, 2, 3, 1)  # [B, H, W, C_in], a view when channels-last
+    padded = _padded(features, n // 2, dtype)
+    rows_first, bias = rows_first.to(dtype), bias.to(dtype)
+    out = torch.empty(b, h, w, c, dtype=dtype, device=features.device)
+    for y0, y1 in _bands(b, h, w, c, n * n):
+        kernels = _band_kernels(src, rows_first, bias, y0, y1, n)
+        torch.sum(kernels.mul_(_windows(padded, y0, y1, w, n)), dim=(3, 4), out=out[:, y0:y1])
+    return out
+
+
+class _HeadModulation(torch.autograd.Function):
+    """Training through the fused head: only the features and the head's input are saved; the
+    backward pass recomputes each band's kernels (one more 1x1 head) instead of writing and
+    reading the C*N*N maps and their gradient whole."""
+
+    @staticmethod
+    def forward(ctx, features, source, rows_first, bias, n):
+        ctx.save_for_backward(features, source, rows_first, bias)
+        ctx.n = n
+        return _head_forward(features, source, rows_first, bias, n)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # grad_out: [B, H, W, C]
+        features, source, rows_first, bias = ctx.saved_tensors
+        n, (b, c, h, w), c_in = ctx.n, features.shape, source.shape[1]
+        r, dtype = n // 2, accumulation_dtype(features, source)
+        need_f, need_head = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:4])
+        src = source.to(dtype).permute(0, 2, 3, 1)
+        padded = _padded(features, r, dtype)
+        weights, shift, grad = rows_first.to(dtype), bias.to(dtype), grad_out.to(dtype)
+        grad_padded = torch.zeros_like(padded) if need_f else None
+        grad_src = torch.empty(b, h, w, c_in, dtype=dtype, device=features.device)
+        grad_rows, grad_bias = torch.zeros_like(weights), torch.zeros_like(shift)
+        for y0, y1 in _bands(b, h, w, c, n * n):
+            g = grad[:, y0:y1, :, None, None, :]  # [B, rows, W, 1, 1, C]
+            if need_head:  # dK = dOut x window; the head's gradients follow from dK
+                window = _windows(padded, y0, y1, w, n)
+                grad_k = torch.mul(window, g, out=padded.new_empty(window.shape)).view(-1, n * n * c)
+                grad_rows.addmm_(src[:, y0:y1].reshape(-1, c_in).t(), grad_k)
+                grad_bias += grad_k.sum(0)
+                grad_src[:, y0:y1] = (grad_k @ weights.t()).view(b, y1 - y0, w, c_in)
+            if need_f:  # dF: each tap's K x dOut added back where that tap read its feature
+                kernels = _band_kernels(src, weights, shift, y0, y1, n).mul_(g)
+                for dy, dx in ((dy, dx) for dy in range(n) for dx in range(n)):
+                    grad_padded[:, y0 + dy : y1 + dy, dx : dx + w] += kernels[:, :, :, dy, dx]
+        grad_f = None
+        if need_f:
+            grad_f = grad_padded[:, r : r + h, r : r + w].permute(0, 3, 1, 2).to(features.dtype)
+        if not need_head:
+            return grad_f, None, None, None, None
+        grad_s = grad_src.permute(0, 3, 1, 2).to(source.dtype)
+        return grad_f, grad_s, grad_rows.to(rows_first.dtype), grad_bias.to(bias.dtype), None
+
+
 def head_modulation(
     features: torch.Tensor, source: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n: int
 ) -> torch.Tensor:
     """``kernel_modulation(features, conv1x1(source, weight, bias).view(B, C, N*N, H, W))``
-    computed band by band (inference: no gradients).
+    computed band by band, with or without gradients.
 
     features: [B, C, H, W]; source: [B, C_in, H, W], the map the 1x1 head reads; weight:
     [C*N*N, C_in, 1, 1] with row ``c * N*N + k`` for tap k of channel c; bias: [C*N*N].
     Works in pixel-major (channels-last) order: the head's rows are reordered tap-major, so a
     band's kernels come out of one matrix product as [pixels, N, N, C] and every tap is a
     contiguous run of channels, multiplied with a strided view of the padded features (no
-    copies of the window). Returns a channels-last [B, C, H, W] tensor.
+    copies of the window). Products and sums are float32 under mixed precision. Returns a
+    channels-last [B, C, H, W] tensor.
     """
     b, c, h, w = features.shape
-    taps, r, c_in = n * n, n // 2, source.shape[1]
+    taps, c_in = n * n, source.shape[1]
     if weight.shape[:2] != (c * taps, c_in) or source.shape[-2:] != (h, w) or source.shape[0] != b:
         raise ValueError(
             f"head {tuple(weight.shape)} and source {tuple(source.shape)} do not fit "
             f"features {tuple(features.shape)} with an N = {n} window"
         )
-    dtype = torch.promote_types(features.dtype, source.dtype)
-    with torch.autocast(features.device.type, enabled=False):  # float32 products and sums
-        rows_first = weight.to(dtype).view(c, taps, c_in).transpose(0, 1).reshape(taps * c, c_in).t()
-        bias = bias.to(dtype).view(c, taps).t().reshape(-1)
-        src = source.to(dtype).permute(0, 2, 3, 1)  # [B, H, W, C_in], a view when channels-last
-        padded = features.new_zeros(b, h + 2 * r, w + 2 * r, c, dtype=dtype)
-        padded[:, r : r + h, r : r + w] = features.permute(0, 2, 3, 1)
-        s_b, s_h, s_w, _ = padded.stride()
-        out = torch.empty(b, h, w, c, dtype=dtype, device=features.device)
-        rows = max(1, min(h, BAND_ELEMENTS // (taps * c * w * b)))
-        for y0 in range(0, h, rows):
-            y1 = min(y0 + rows, h)
-            kernels = torch.addmm(bias, src[:, y0:y1].reshape(-1, c_in), rows_first)
-            kernels = kernels.view(b, y1 - y0, w, n, n, c)
-            window = padded[:, y0:].as_strided((b, y1 - y0, w, n, n, c), (s_b, s_h, s_w, s_h, s_w, 1))
-            torch.sum(kernels.mul_(window), dim=(3, 4), out=out[:, y0:y1])
+    with torch.autocast(features.device.type, enabled=False):
+        rows_first = weight.view(c, taps, c_in).transpose(0, 1).reshape(taps * c, c_in).t()
+        bias = bias.view(c, taps).t().reshape(-1)
+        inputs = (features, source, rows_first, bias)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            out = _HeadModulation.apply(*inputs, n)
+        else:
+            out = _head_forward(*inputs, n)
     return out.permute(0, 3, 1, 2)
 
 

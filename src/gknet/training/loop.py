@@ -191,23 +191,32 @@ class Trainer:
 
     # -- starting points ------------------------------------------------------------------
     def init_from(self, weights: str) -> None:
-        """Start from release weights (``train.init_weights``); batch <-> group norm may change."""
+        """Start from release weights (``train.init_weights``); batch <-> group norm may change,
+        and a semantic encoder may be added to a release without one (its projections start at
+        zero, so the model starts out computing what the release computes)."""
         from gknet.inference.release import load_release, weights_path
 
         source = weights_path(weights)
         released, model_cfg, _ = load_release(source)
-        old, new = model_cfg.norm, self.cfg.model.norm
-        if replace(model_cfg, norm=new) != self.cfg.model or (old != new and {old, new} - NORMS_WITH_AFFINE):
+        cfg = self.cfg.model
+        old, new = model_cfg.norm, cfg.norm
+        adds_semantic = model_cfg.semantic == "none" != cfg.semantic
+        if adds_semantic:
+            fields = ("semantic", "semantic_levels", "semantic_mask", "semantic_lr")
+            model_cfg = replace(model_cfg, **{name: getattr(cfg, name) for name in fields})
+        if replace(model_cfg, norm=new) != cfg or (old != new and {old, new} - NORMS_WITH_AFFINE):
             raise GknetError(
                 f"train.init_weights {source} holds another architecture than the config's model "
                 "section; fine-tuning needs the same model settings, except batch <-> group norm "
-                "(see its .json)"
+                "and an added semantic encoder (see its .json)"
             )
         weights = released.state_dict()
         if old != new:
             # Batch and group norm layers share their affine parameters; BatchNorm's running
             # statistics have no counterpart (dropped, or started fresh).
             weights = {k: v for k, v in weights.items() if not k.endswith(BN_STATISTICS)}
+        if adds_semantic:  # the encoder keeps the weights it was built with
+            weights.update((k, v) for k, v in self.model.state_dict().items() if k.startswith("semantic."))
         missing, unexpected = self.model.load_state_dict(weights, strict=old == new)
         if unexpected or not all(k.endswith(BN_STATISTICS) for k in missing):
             raise GknetError(f"train.init_weights {source} does not fit the model: {missing + unexpected}")
