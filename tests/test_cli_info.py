@@ -75,3 +75,16 @@ def test_macs_count_the_lre_attention():
     tokens, dim = (s // cfg.stride) ** 2, cfg.lre_dim or cfg.widths[-1]
     attention = cfg.lre_layers * 2 * tokens**2 * dim
     assert count_macs(model, s) == plain.get_total_flops() // 2 + modulation_macs(cfg, s) + attention
+
+
+def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(tiny_yaml):
+    """``gknet info --json | head -c 0``: no error line, the exit status a shell gives SIGPIPE."""
+    import subprocess
+
+    from tests.train_helpers import GKNET
+
+    proc = subprocess.Popen(
+        [GKNET, "info", "--config", str(tiny_yaml), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # before the command writes (it imports torch first)
+    assert proc.stderr.read() == b"" and proc.wait() == 141

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -25,6 +26,7 @@ from gknet import __version__
 from gknet.errors import GknetError
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool its pipe's reader left
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except GknetError as exc:
         _say(f"gknet {args.command}: error: {exc}")
         return 2
+    except BrokenPipeError:  # the reader left (``gknet info --json | head``): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_BROKEN_PIPE
     except OSError as exc:  # the file system said no where no check foresaw it: still one line
         where = f"{exc.filename}: " if exc.filename else ""
         _say(f"gknet {args.command}: error: {where}{exc.strerror or exc}")
