@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from gknet.color.histogram import match_quantiles
-from gknet.data.perturbations import (
+from gknet.data.perturbations import make_composite, perturb_foreground, perturb_scene, quantize
+from gknet.data.transfers import (
     MAX_NEW_CLIPPED,
     IlluminationMaps,
     blend_plausible,
@@ -13,10 +14,6 @@ from gknet.data.perturbations import (
     covariance_transfer,
     histogram_transfer,
     iterative_distribution_transfer,
-    make_composite,
-    perturb_foreground,
-    perturb_scene,
-    quantize,
 )
 from gknet.errors import GknetError
 from tests.conftest import require_shared

@@ -7,9 +7,10 @@ from PIL import Image
 
 from gknet.cli import main
 from gknet.data.luts import FilmLuts
-from gknet.data.perturbations import FAMILIES, SCENE_FAMILIES, IlluminationMaps, perturb_foreground
+from gknet.data.perturbations import FAMILIES, SCENE_FAMILIES, perturb_foreground
 from gknet.data.split import is_validation
 from gknet.data.synthetic import SyntheticComposites, list_photos
+from gknet.data.transfers import IlluminationMaps
 from gknet.errors import GknetError
 from tests.conftest import require_shared
 

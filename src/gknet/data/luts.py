@@ -1,7 +1,7 @@
 """Real film grades: RawTherapee's film simulations as 3D lookup tables, applied trilinearly.
 
 The tables (``../shared/data/film_luts/film_luts_33.npz``, CC BY-SA 4.0, see docs/synthetic.md)
-are read at run time; the ``film_grade`` family of :mod:`gknet.data.perturbations` uses them.
+are read at run time; the ``film_grade`` family of :mod:`gknet.data.transfers` uses them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Appearance edits that turn a real photo into a realistic composite and its (re-graded) target.
+"""Appearance edits that turn a real photo into a realistic composite and its (re-graded) target:
+which edit families are drawn, how often and how strongly (the families themselves are in
+:mod:`gknet.data.grades` and :mod:`gknet.data.transfers`).
 
 iHarmony4 builds its composites by changing a real object's appearance: colour transfer from
 other photos' objects and LUTs (HCOCO, HFlickr), the same photo retouched by another expert
@@ -20,30 +22,43 @@ Object families (A), 1-3 per sample, at most one of the transfer families:
 - cov_transfer: RGB mean + covariance matching to the reference (closed form).
 - hist_transfer: per-channel histogram matching to the reference.
 - idt_transfer: iterative distribution transfer to the reference (Pitie et al.).
-- illuminant: a real illumination change, ccHarmony's measured colour maps (:class:`IlluminationMaps`).
+- illuminant: a real illumination change, ccHarmony's measured colour maps
+  (:class:`~gknet.data.transfers.IlluminationMaps`).
 - film_grade: a real photographic colour grade, one of RawTherapee's film simulations as a 3D LUT
-  (:class:`FilmLuts`).
+  (:class:`~gknet.data.luts.FilmLuts`).
 
 Scene families (B) are the whole-image ones of the first five and film_grade. Transfers and illumination
-changes that clip too many object pixels are redrawn or weakened (:data:`MAX_NEW_CLIPPED`).
+changes that clip too many object pixels are redrawn or weakened
+(:data:`~gknet.data.transfers.MAX_NEW_CLIPPED`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from gknet.color.histogram import match_quantiles
-from gknet.color.spaces import lab_to_rgb, rgb_to_lab
-from gknet.data.beside import load_arrays
+from gknet.data.grades import (
+    day_night,
+    exposure_gamma,
+    light_gradient,
+    saturation_contrast,
+    tone_curve,
+    white_balance,
+)
 from gknet.data.luts import FilmLuts
-from gknet.errors import GknetError
+from gknet.data.transfers import (
+    IlluminationMaps,
+    Sources,
+    covariance_transfer,
+    film_grade,
+    histogram_transfer,
+    illuminant,
+    iterative_distribution_transfer,
+    lab_mean_std_transfer,
+    transfer_family,
+)
 
 GRADE_FAMILIES = (
     "film_grade",
@@ -96,364 +111,19 @@ HARMONIOUS_SHARE = 0.1
 MILD_FRACTION = 0.0  # share of mild edits (strengths x MILD_SCALE): measured, see docs/synthetic.md
 MILD_SCALE = 0.3
 STRENGTH_RANGE = (0.5, 1.0)
-# A transfer / illumination change may push at most this share of the object's pixels to 0 or 255
-# (beyond those already there); otherwise it is redrawn (illuminant) and weakened.
-MAX_NEW_CLIPPED = 0.2
-_WEAKEN_STEPS = 3  # halve the blend this many times before giving up on a draw
-_ILLUMINANT_DRAWS = 4
-
-_GAMMA = 2.2  # sRGB <-> linear approximation; exact transfer curves are not needed for plausible edits
-_LUMA = (0.2126, 0.7152, 0.0722)
-_CURVE_DEGREE = 5
-_LUT_SIZE = 1024
-_LUT_GRID = np.linspace(0.0, 1.0, _LUT_SIZE)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Elementary edits on foreground pixels [3, N] in [0, 1] (only the object is computed: fast).
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    return (x * torch.tensor(_LUMA, dtype=x.dtype).view(3, 1)).sum(0, keepdim=True)
-
-
-def _gain_linear(x: torch.Tensor, log2_gain: torch.Tensor | float) -> torch.Tensor:
-    """Multiply linear light by 2**log2_gain (a scalar, [3, 1] or [3, N])."""
-    return (x.pow(_GAMMA) * torch.exp2(torch.as_tensor(log2_gain, dtype=x.dtype))).clamp(0, 1).pow(1 / _GAMMA)
-
-
-def _wb_log2_gains(temperature: float, tint: float) -> torch.Tensor:
-    """Per-channel log2 gains [3, 1] for a warm(+)/cool(-) temperature and magenta(+)/green(-) tint.
-
-    Normalised so that a neutral grey keeps its luminance: white balance changes colour, not exposure.
-    """
-    log2 = np.array([temperature / 2 + tint / 4, -tint / 2, -temperature / 2 + tint / 4])
-    log2 -= np.log2(np.dot(_LUMA, np.exp2(log2)))
-    return torch.tensor(log2, dtype=torch.float32).view(3, 1)
-
-
-def _saturate(x: torch.Tensor, factor: float) -> torch.Tensor:
-    y = _luma(x)
-    return (y + factor * (x - y)).clamp(0, 1)
-
-
-def _contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
-    mean = _luma(x).mean()
-    return (mean + factor * (x - mean)).clamp(0, 1)
-
-
-def _bernstein_curve(coeffs: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Bernstein polynomial with the given coefficients: monotone when the coefficients are."""
-    n = len(coeffs) - 1
-    k = np.arange(n + 1)
-    binom = np.array([math.comb(n, i) for i in k])
-    basis = binom * grid[:, None] ** k * (1 - grid[:, None]) ** (n - k)
-    return basis @ coeffs
-
-
-def _random_curve(rng: np.random.Generator, spread: float, black: float, white: float) -> np.ndarray:
-    """Monotone smooth curve from ``black`` to ``white`` on the LUT grid: random Bernstein steps."""
-    steps = np.exp(rng.normal(0.0, spread, _CURVE_DEGREE))
-    coeffs = np.concatenate([[0.0], np.cumsum(steps) / steps.sum()])
-    return black + (white - black) * _bernstein_curve(coeffs, _LUT_GRID)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Families: each draws its parameters from ``rng`` (scaled by strength ``s``) and returns
-# (pixels, params). ``pos`` [2, N] holds the pixels' (row, column) for spatially varying edits
-# (None for a whole-image scene edit); ``sources`` the reference pixels and illumination maps.
-
-
-def _signed(rng: np.random.Generator, low: tuple[float, float], high: tuple[float, float]) -> float:
-    """-U(*low) or +U(*high) with equal odds: a clear change in either direction, never ~0."""
-    return float(-rng.uniform(*low) if rng.random() < 0.5 else rng.uniform(*high))
-
-
-def _white_balance(x, pos, rng, s, sources):
-    temperature = _signed(rng, (0.5, 2.0), (0.5, 2.0)) * s
-    tint = float(rng.uniform(-0.8, 0.8) * s)
-    return _gain_linear(x, _wb_log2_gains(temperature, tint)), {"temperature": temperature, "tint": tint}
-
-
-def _exposure_gamma(x, pos, rng, s, sources):
-    stops = _signed(rng, (0.4, 1.8), (0.4, 1.2)) * s
-    gamma = float(np.exp(_signed(rng, (0.1, 0.4), (0.1, 0.4)) * s))
-    return _gain_linear(x, stops).pow(gamma), {"stops": stops, "gamma": gamma}
-
-
-def _saturation_contrast(x, pos, rng, s, sources):
-    saturation = float(np.exp(_signed(rng, (0.4, 1.2), (0.3, 0.7)) * s))
-    contrast = float(np.exp(_signed(rng, (0.25, 0.7), (0.25, 0.6)) * s))
-    return _contrast(_saturate(x, saturation), contrast), {"saturation": saturation, "contrast": contrast}
-
-
-def _tone_curve(x, pos, rng, s, sources):
-    master = _random_curve(rng, 1.3 * s, rng.uniform(0, 0.08) * s, 1 - rng.uniform(0, 0.12) * s)
-    luts = []
-    for _ in range(3):
-        channel = _random_curve(rng, 0.7 * s, rng.uniform(0, 0.05) * s, 1 - rng.uniform(0, 0.08) * s)
-        luts.append(np.interp(master, _LUT_GRID, channel))
-    lut = torch.from_numpy(np.stack(luts).astype(np.float32))
-    idx = (x.clamp(0, 1) * (_LUT_SIZE - 1)).round().long()
-    return torch.gather(lut, 1, idx), {"mid_gray": lut[:, _LUT_SIZE // 2].tolist()}
-
-
-def _day_night(x, pos, rng, s, sources):
-    original = x
-    s = 0.5 + 0.5 * s  # a time-of-day change is never subtle
-    if rng.random() < 0.6:
-        mode, stops = "night", -rng.uniform(1.5, 3.0) * s
-        temperature, tint = -rng.uniform(0.4, 0.9) * s, rng.uniform(-0.1, 0.15) * s
-        saturation, contrast = 1 - rng.uniform(0.3, 0.7) * s, 1 + rng.uniform(0.1, 0.4) * s
-    else:
-        mode, stops = "dusk", -rng.uniform(0.4, 1.4) * s
-        temperature, tint = rng.uniform(0.4, 0.9) * s, rng.uniform(0.0, 0.3) * s
-        saturation, contrast = 1 + rng.uniform(-0.2, 0.25) * s, 1 + rng.uniform(0.0, 0.3) * s
-    x = _gain_linear(x, _wb_log2_gains(temperature, tint) + stops)
-    x = _contrast(_saturate(x, saturation), contrast)
-    params = {"mode": mode, "stops": float(stops), "temperature": float(temperature), "lights": False}
-    if mode == "night" and rng.random() < 0.5:
-        # Lit windows / lamps: the brightest parts of the object stay bright and turn warm.
-        y = _luma(original)
-        threshold = torch.quantile(y, 1 - rng.uniform(0.03, 0.12)).item()
-        weight = ((y - threshold) / max(1 - threshold, 1e-3)).clamp(0, 1)
-        weight = weight * weight * (3 - 2 * weight)  # smoothstep: no hard edge around the lights
-        warm = _gain_linear(original, _wb_log2_gains(1.2, 0.1) + 0.3)
-        x = x + weight * (warm - x)
-        params["lights"] = True
-    return x, params
-
-
-def _light_gradient(x, pos, rng, s, sources):
-    lo = pos.min(1, keepdim=True).values
-    extent = pos.max(1, keepdim=True).values - lo
-    v, u = ((pos - lo) / extent.clamp_min(1) * 2 - 1).float()  # [-1, 1] over the object's bounding box
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp_stops = rng.uniform(1.5, 3.0) * s
-    field = ramp_stops / 2 * (np.cos(angle) * u + np.sin(angle) * v)
-    # Soft blobs: a 3x3 grid of random gains, bicubically interpolated over the bounding box.
-    blob_stops = rng.uniform(0.4, 1.0) * s
-    blobs = torch.tensor(rng.normal(0, blob_stops, (1, 1, 3, 3)), dtype=torch.float32)
-    size = (int(extent[0]) + 1, int(extent[1]) + 1)
-    box = F.interpolate(blobs, size=size, mode="bicubic", align_corners=True)[0, 0]
-    field = field + box[pos[0] - lo[0], pos[1] - lo[1]]
-    field = field - field.mean()  # redistributes light; exposure_gamma handles global brightness
-    # Sunlit parts are warmer and shadowed parts bluer (lit by the sky).
-    warmth = rng.uniform(0.0, 0.3)
-    log2 = field * torch.tensor([[1 + warmth], [1.0], [1 - warmth]])
-    params = {"ramp_stops": float(ramp_stops), "blob_stops": float(blob_stops), "warmth": float(warmth)}
-    return _gain_linear(x, log2), params
-
-
-# ----------------------------------------------------------------------------------------------------
-# Colour transfer towards a reference distribution (pixels [3, N] in [0, 1]).
-
-
-@dataclass(frozen=True)
-class Sources:
-    """What the transfer families move towards: ``reference`` pixels [3, M] (another photo's
-    object), the real illumination maps and the film grades; any may be None."""
-
-    reference: torch.Tensor | None = None
-    illuminants: IlluminationMaps | None = None
-    luts: FilmLuts | None = None
-
-
-def _lab_stats(lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return lab.mean(1, keepdim=True), lab.std(1, keepdim=True).clamp_min(1e-3)
-
-
-def _reference(x: torch.Tensor, sources: Sources, rng: np.random.Generator) -> torch.Tensor:
-    """The reference pixels [3, M], or without one the object's own pixels with random Lab statistics."""
-    if sources.reference is not None:
-        return sources.reference.reshape(3, -1).to(x.dtype)
-    lab = rgb_to_lab(x.view(3, 1, -1)).view(3, -1)
-    mean, std = _lab_stats(lab)
-    shift = torch.tensor(rng.normal(0, 1, (3, 1)) * [[12.0], [9.0], [9.0]], dtype=x.dtype)
-    scale = torch.tensor(np.exp(rng.normal(0, 0.3, (3, 1))), dtype=x.dtype)
-    return lab_to_rgb(((lab - mean) * scale + mean + shift).view(3, 1, -1)).view_as(x)
-
-
-def clipped_fraction(x: torch.Tensor) -> float:
-    """Share of pixels [3, N] with a channel at (or beyond) 0 or 255 after 8-bit rounding."""
-    return float(((x <= 0.5 / 255) | (x >= 254.5 / 255)).any(0).float().mean())
-
-
-def blend_plausible(x: torch.Tensor, moved: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float]:
-    """``x + alpha (moved - x)``, with ``alpha`` halved while the result clips more than
-    MAX_NEW_CLIPPED of the pixels that were not clipped before; (x, 0) when no blend passes."""
-    before = clipped_fraction(x)
-    for _ in range(_WEAKEN_STEPS + 1):
-        out = x + alpha * (moved - x)
-        if bool(torch.isfinite(out).all()) and clipped_fraction(out) - before <= MAX_NEW_CLIPPED:
-            return out.clamp(0, 1), alpha
-        alpha /= 2
-    return x, 0.0
-
-
-def lab_mean_std_transfer(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Reinhard transfer: the Lab mean and std of ``reference`` [3, M] on ``x`` [3, N]."""
-    lab = rgb_to_lab(x.view(3, 1, -1)).view(3, -1)
-    mean, std = _lab_stats(lab)
-    ref_mean, ref_std = _lab_stats(rgb_to_lab(reference.reshape(3, 1, -1)).view(3, -1))
-    # Extreme std ratios (a flat sky onto a textured object) give noise-like artefacts, not a colour grade.
-    ratio = (ref_std / std).clamp(0.5, 2.0)
-    return lab_to_rgb(((lab - mean) * ratio + ref_mean).view(3, 1, -1)).view_as(x)
-
-
-_COV_EPS = 1e-4  # variance added to both covariances (a std of 2.5/255): flat objects stay invertible
-_COV_GAIN = (0.5, 2.0)  # the same limit on how much the transfer may stretch any direction
-
-
-def covariance_transfer(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """RGB mean + covariance matching: ``mu_r + C_r^1/2 C_s^-1/2 (x - mu_s)`` (unclamped)."""
-    src, ref = x.double().numpy(), reference.reshape(3, -1).double().numpy()
-    mu_s, mu_r = src.mean(1, keepdims=True), ref.mean(1, keepdims=True)
-    eye = _COV_EPS * np.eye(3)
-
-    def roots(cov):  # symmetric square root and inverse square root
-        w, v = np.linalg.eigh(cov + eye)
-        w = np.sqrt(w.clip(_COV_EPS))
-        return (v * w) @ v.T, (v / w) @ v.T
-
-    transform = roots(np.cov(ref))[0] @ roots(np.cov(src))[1]
-    u, sv, vt = np.linalg.svd(transform)
-    transform = (u * sv.clip(*_COV_GAIN)) @ vt
-    return torch.from_numpy(mu_r + transform @ (src - mu_s)).to(x.dtype)
-
-
-def histogram_transfer(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per-channel histogram matching of ``x`` [3, N] to ``reference`` [3, M]."""
-    src, ref = x.numpy(), reference.reshape(3, -1).numpy()
-    matched = [match_quantiles(s, r) for s, r in zip(src, ref, strict=True)]
-    return torch.from_numpy(np.stack(matched)).to(x.dtype)
-
-
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random 3x3 rotation (QR of a Gaussian matrix, signs fixed)."""
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
-
-
-IDT_ITERATIONS = 10
-
-
-def iterative_distribution_transfer(
-    x: torch.Tensor, reference: torch.Tensor, rng: np.random.Generator, iterations: int = IDT_ITERATIONS
-) -> torch.Tensor:
-    """Pitie et al.'s IDT: match the 1-D distributions along random rotated axes, repeatedly."""
-    src, ref = x.double().numpy().T, reference.reshape(3, -1).double().numpy().T  # [N, 3], [M, 3]
-    for _ in range(iterations):
-        rotation = random_rotation(rng)
-        projected, ref_projected = src @ rotation, ref @ rotation
-        matched = np.stack([match_quantiles(projected[:, k], ref_projected[:, k]) for k in range(3)], 1)
-        src = matched @ rotation.T
-    return torch.from_numpy(src.T.copy()).to(x.dtype)
-
-
-def _transfer_family(method: Callable[..., torch.Tensor]) -> Callable:
-    """A family that moves the object part of the way towards the reference with ``method``."""
-
-    def family(x, pos, rng, s, sources):
-        reference = _reference(x, sources, rng)
-        args = (rng,) if method is iterative_distribution_transfer else ()
-        wanted = float(rng.uniform(0.6, 1.0) * s)
-        out, alpha = blend_plausible(x, method(x, reference, *args), wanted)
-        return out, {"alpha": alpha, "wanted_alpha": wanted, "reference": sources.reference is not None}
-
-    return family
-
-
-# ----------------------------------------------------------------------------------------------------
-# Real illumination changes (ccHarmony's colour-checker maps).
-
-_MAP_TEST_COLOURS = torch.cartesian_prod(*[torch.linspace(16, 240, 6, dtype=torch.float64)] * 3).T
-_MAP_RANGE = (-64.0, 320.0)  # a usable map keeps its test colours roughly inside 0-255
-
-
-def polynomial_terms(rgb: torch.Tensor) -> torch.Tensor:
-    """The 11 terms [r, g, b, rg, rb, gb, rr, gg, bb, rgb, 1] of pixels [3, ...] (0-255 values)."""
-    r, g, b = rgb
-    return torch.stack([r, g, b, r * g, r * b, g * b, r * r, g * g, b * b, r * g * b, torch.ones_like(r)])
-
-
-class IlluminationMaps:
-    """The ccHarmony maps ``forward`` (photo illuminant -> standard) and ``reverse`` (standard ->
-    photo illuminant), [K, 3, 11] each, keeping the K maps that do not blow up in-gamut colours."""
-
-    def __init__(self, path: str | Path) -> None:
-        forward, reverse = load_arrays(path, ("forward", "reverse"), "illumination maps")
-        if forward.ndim != 3 or forward.shape[1:] != (3, 11) or forward.shape != reverse.shape:
-            raise GknetError(f"{path}: forward/reverse must both be [K, 3, 11], got {forward.shape}")
-        # Test colours: a cube of standard-illuminant colours moved to each map's illuminant
-        # (reverse), and back (forward): the maps were fitted on 24 checker colours only.
-        forward, reverse = torch.from_numpy(forward).double(), torch.from_numpy(reverse).double()
-        lit = torch.einsum("kij,jn->kin", reverse, polynomial_terms(_MAP_TEST_COLOURS))
-        lit_terms = polynomial_terms(lit.clamp(0, 255).transpose(0, 1)).transpose(0, 1)
-        back = torch.einsum("kij,kjn->kin", forward, lit_terms)
-
-        def usable(out):
-            inside = torch.isfinite(out) & (out >= _MAP_RANGE[0]) & (out <= _MAP_RANGE[1])
-            return inside.flatten(1).all(1)
-
-        keep = usable(lit) & usable(back)
-        if not keep.any():
-            raise GknetError(f"{path}: none of the {len(forward)} illumination maps is usable")
-        self.forward, self.reverse = forward[keep].float(), reverse[keep].float()
-        self.path = Path(path)
-
-    def __len__(self) -> int:
-        return len(self.forward)
-
-    def apply(self, x: torch.Tensor, source: int, target: int) -> torch.Tensor:
-        """``reverse[target](forward[source](x))`` on pixels [3, N] in [0, 1], clamped to [0, 1]."""
-        y = (self.forward[source] @ polynomial_terms(x.float() * 255)).clamp(0, 255)
-        return ((self.reverse[target] @ polynomial_terms(y)).clamp(0, 255) / 255).to(x.dtype)
-
-
-def _illuminant(x, pos, rng, s, sources):
-    maps = sources.illuminants
-    if maps is None:
-        raise ValueError("the illuminant family needs illumination maps (Sources.illuminants)")
-    before = clipped_fraction(x)
-    for _ in range(_ILLUMINANT_DRAWS):  # the maps extrapolate: redraw pairs that clip the object
-        source, target = (int(i) for i in rng.integers(len(maps), size=2))
-        moved = maps.apply(x, source, target)
-        if clipped_fraction(moved) - before <= MAX_NEW_CLIPPED:
-            break
-    wanted = float(min(1.0, 1.25 * s))  # mostly the full measured change; mild samples stay mild
-    out, alpha = blend_plausible(x, moved, wanted)
-    return out, {"source": source, "target": target, "alpha": alpha, "wanted_alpha": wanted}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Real film grades (RawTherapee's film simulations as 3D lookup tables).
-
-
-def _film_grade(x, pos, rng, s, sources):
-    luts = sources.luts
-    if luts is None:
-        raise ValueError("the film_grade family needs film grades (Sources.luts)")
-    index = int(rng.integers(len(luts)))
-    wanted = float(min(1.0, 1.25 * s))  # mostly the whole grade, as a photographer applies it
-    out, alpha = blend_plausible(x, luts.apply(x, index), wanted)
-    return out, {"lut": luts.names[index], "alpha": alpha, "wanted_alpha": wanted}
-
-
 _FAMILY_FUNCS: dict[str, Callable] = {
-    "white_balance": _white_balance,
-    "exposure_gamma": _exposure_gamma,
-    "saturation_contrast": _saturation_contrast,
-    "tone_curve": _tone_curve,
-    "day_night": _day_night,
-    "light_gradient": _light_gradient,
-    "lab_transfer": _transfer_family(lab_mean_std_transfer),
-    "cov_transfer": _transfer_family(covariance_transfer),
-    "hist_transfer": _transfer_family(histogram_transfer),
-    "idt_transfer": _transfer_family(iterative_distribution_transfer),
-    "illuminant": _illuminant,
-    "film_grade": _film_grade,
+    "white_balance": white_balance,
+    "exposure_gamma": exposure_gamma,
+    "saturation_contrast": saturation_contrast,
+    "tone_curve": tone_curve,
+    "day_night": day_night,
+    "light_gradient": light_gradient,
+    "lab_transfer": transfer_family(lab_mean_std_transfer),
+    "cov_transfer": transfer_family(covariance_transfer),
+    "hist_transfer": transfer_family(histogram_transfer),
+    "idt_transfer": transfer_family(iterative_distribution_transfer),
+    "illuminant": illuminant,
+    "film_grade": film_grade,
 }
 
 

@@ -6,7 +6,8 @@ target with the object replaced by an independent edit of it (A), often a colour
 another object of the same category (:mod:`gknet.data.categories`), a real illumination change
 or a film grade; a share of items is harmonious (composite = target). Outside the (binary) mask the composite
 equals the target exactly. This module holds the dataset, the preview grid, the difficulty
-statistics and the export; the edits themselves live in :mod:`gknet.data.perturbations`.
+statistics and the export; the edits themselves live in :mod:`gknet.data.perturbations`
+(which draws them) and :mod:`gknet.data.grades` / :mod:`gknet.data.transfers`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from gknet.data.perturbations import (
     MILD_FRACTION,
     MODE_PROBS,
     SCENE_FAMILIES,
-    IlluminationMaps,
     make_composite,
 )
 from gknet.data.split import is_validation, unit_hash
+from gknet.data.transfers import IlluminationMaps
 from gknet.errors import GknetError
 from gknet.io.images import IMAGE_SUFFIXES, load_mask, load_rgb, to_pil_image, to_tensor_image
 
