@@ -10,7 +10,7 @@ from gknet.cli import main
 from gknet.config import to_dict
 from gknet.models import build_model
 from gknet.models.info import count_macs, count_params, modulation_macs
-from tests.conftest import tiny_config
+from tests.conftest import ship_weights, tiny_config
 
 DEEP = tiny_config(widths=(4, 8, 8, 8, 16))  # MACs at 256 px: five levels keep the LRE to 16x16 tokens
 
@@ -88,3 +88,29 @@ def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(tiny_yaml):
     )
     proc.stdout.close()  # before the command writes (it imports torch first)
     assert proc.stderr.read() == b"" and proc.wait() == 141
+
+
+def test_info_without_a_config_lists_the_shipped_weights(monkeypatch, tmp_path, capsys, tiny_release):
+    """Each shipped name with its training samples and real_val ratios (from its JSON); a name whose
+    file is not installed is listed as missing, not a crash."""
+    from gknet.inference import release
+
+    target = ship_weights(monkeypatch, tmp_path / "shipped", tiny_release)
+    info = json.loads(target.with_suffix(".json").read_text())
+    info["meta"] = {"lineage": {"total_samples": 1234}, "real_val": {"HFlickr": {"fmse_ratio": 0.625}}}
+    target.with_suffix(".json").write_text(json.dumps(info))
+    monkeypatch.setattr(release, "SHIPPED", (release.DEFAULT_NAME, "absent"))
+    assert main(["info", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0] == {
+        "name": release.DEFAULT_NAME,
+        "default": True,
+        "file": str(target),
+        "samples": 1234,
+        "real_val_fmse_ratio": {"HFlickr": 0.625},
+    }
+    assert rows[1]["name"] == "absent" and not rows[1]["default"] and "missing" in rows[1]["missing"]
+    assert main(["info"]) == 0
+    table = capsys.readouterr().out
+    assert f"{release.DEFAULT_NAME} (default): 1,234 training samples; HFlickr 0.62" in table
+    assert "absent: the shipped weights 'absent' are missing" in table

@@ -130,6 +130,26 @@ def read_release_info(path: str | Path) -> dict[str, Any]:
     return info
 
 
+def shipped_releases() -> list[dict[str, Any]]:
+    """One row per shipped name: whether it is the default, its file, parameters, training samples
+    and real_val fMSE ratios per subset (from its JSON); ``missing`` where not installed."""
+    rows = []
+    for name in SHIPPED:
+        row: dict[str, Any] = {"name": name, "default": name == DEFAULT_NAME}
+        try:
+            path = weights_path(name)
+            info = read_release_info(path)
+        except GknetError as exc:
+            rows.append({**row, "missing": str(exc)})
+            continue
+        meta = info.get("meta", {})
+        real = meta.get("real_val", {})
+        ratios = {k: v["fmse_ratio"] for k, v in real.items() if isinstance(v, dict) and "fmse_ratio" in v}
+        samples = meta.get("lineage", {}).get("total_samples")
+        rows.append({**row, "file": str(path), "samples": samples, "real_val_fmse_ratio": ratios})
+    return rows
+
+
 def _section(cls: type, info: dict[str, Any], key: str, path: Path) -> Any:
     try:
         return from_dict(cls, info.get(key), where=f"{path.with_suffix('.json').name}:{key}")
