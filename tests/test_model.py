@@ -141,6 +141,20 @@ def test_fused_kernel_heads_equal_the_reference_path(channels_last):
     assert not torch.equal(reference, x)  # the kernels did change the image
 
 
+def test_kernel_heads_run_whole_off_the_cpu():
+    """The banded fused heads are a CPU path; on other devices (here the shape-only "meta"
+    device) the kernels are predicted whole and applied by kernel_modulation."""
+    from unittest import mock
+
+    from gknet.models import kpb
+
+    model = build_model(tiny_config(kpb_levels=2, widths=(8, 16, 32))).eval().to("meta")
+    x, m = (t.to("meta") for t in inputs(1, 32, 32))
+    with torch.no_grad(), mock.patch.object(kpb, "head_modulation", wraps=kpb.head_modulation) as fused:
+        assert model(x, m).shape == (1, 3, 32, 32)
+    assert fused.call_count == 0
+
+
 def test_fused_kernel_heads_train_like_the_reference_path():
     """With gradients the fused heads save no kernels and recompute them in the backward pass:
     outputs and every parameter's gradient equal the reference path's."""

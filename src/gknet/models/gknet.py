@@ -111,9 +111,11 @@ class GKNet(nn.Module):
             for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv2d(widths[0], 3, 1)
-        # Each KPB's kernel head runs fused with its modulation, band by band, in training and
-        # inference (ops.head_modulation); False: the kernels are predicted whole and then
-        # applied (the reference path, also the one ONNX export traces).
+        # On the CPU each KPB's kernel head runs fused with its modulation, band by band, in
+        # training and inference (ops.head_modulation: bands sized for a CPU's cache); False,
+        # and on GPUs (where the bands' many small kernels would cost more than the memory they
+        # save): the kernels are predicted whole and then applied (the reference path, also the
+        # one ONNX export traces).
         self.fused_heads = True
 
     def forward(self, composite: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -143,7 +145,7 @@ class GKNet(nn.Module):
         feats = self.encoder(torch.cat([x, m - 0.5], dim=1), join)
 
         # kernels[j]: K of decoder level j, or (block, F_KPB) when the head runs fused
-        fused = self.fused_heads and not torch.onnx.is_in_onnx_export()
+        fused = self.fused_heads and x.device.type == "cpu" and not torch.onnx.is_in_onnx_export()
         kernels = []
         if self.kpb:
             f_prev = feats[-1]
