@@ -204,7 +204,7 @@ class _HeadModulation(torch.autograd.Function):
         padded = _padded(features, r, dtype)
         weights, shift, grad = rows_first.to(dtype), bias.to(dtype), grad_out.to(dtype)
         grad_padded = torch.zeros_like(padded) if need_f else None
-        grad_src = torch.empty(b, h, w, c_in, dtype=dtype, device=features.device)
+        grad_src = src.new_empty(b, h, w, c_in) if need_head else None
         grad_rows, grad_bias = torch.zeros_like(weights), torch.zeros_like(shift)
         for y0, y1 in _bands(b, h, w, c, n * n):
             g = grad[:, y0:y1, :, None, None, :]  # [B, rows, W, 1, 1, C]
@@ -216,8 +216,9 @@ class _HeadModulation(torch.autograd.Function):
                 grad_src[:, y0:y1] = (grad_k @ weights.t()).view(b, y1 - y0, w, c_in)
             if need_f:  # dF: each tap's K x dOut added back where that tap read its feature
                 kernels = _band_kernels(src, weights, shift, y0, y1, n).mul_(g)
-                for dy, dx in ((dy, dx) for dy in range(n) for dx in range(n)):
-                    grad_padded[:, y0 + dy : y1 + dy, dx : dx + w] += kernels[:, :, :, dy, dx]
+                for dy in range(n):
+                    for dx in range(n):
+                        grad_padded[:, y0 + dy : y1 + dy, dx : dx + w] += kernels[:, :, :, dy, dx]
         grad_f = None
         if need_f:
             grad_f = grad_padded[:, r : r + h, r : r + w].permute(0, 3, 1, 2).to(features.dtype)
