@@ -20,9 +20,8 @@ from safetensors.torch import save_file
 from gknet.cli import main
 from gknet.config import to_dict
 from gknet.inference.release import save_release
-from gknet.models import build_model
 from gknet.studio.db import StudyDB
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_model
 from tests.train_helpers import tiny_train_config, write_triplet_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,9 +57,8 @@ def world(tmp_path_factory) -> Path:
     """Every input of the cases below, in one folder that no case may change."""
     w = tmp_path_factory.mktemp("world")
     cfg = tiny_config()
-    torch.manual_seed(0)
-    save_release(build_model(cfg), cfg, w / "tiny.safetensors")
-    nan_model = build_model(cfg)
+    save_release(tiny_model(), cfg, w / "tiny.safetensors")
+    nan_model = tiny_model(seed=1)
     save_release(nan_model, cfg, w / "nan.safetensors")
     tensors = {k: v.clone() for k, v in nan_model.state_dict().items()}
     tensors["head.weight"][0, 0] = math.nan

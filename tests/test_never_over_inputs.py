@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from gknet.cli import main
@@ -16,9 +15,8 @@ from gknet.config import to_dict
 from gknet.errors import GknetError
 from gknet.inference.release import save_release
 from gknet.io.guard import Inputs
-from gknet.models import build_model
 from gknet.studio.db import StudyDB
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_model
 from tests.test_hostile_inputs import _image, _mask, snapshot
 from tests.train_helpers import tiny_train_config, write_triplet_folder
 
@@ -29,9 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def world(tmp_path_factory) -> Path:
     """The inputs of every case, with hard links and symlinks to some of them."""
     w = tmp_path_factory.mktemp("inputs")
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    save_release(build_model(cfg), cfg, w / "tiny.safetensors")
+    save_release(tiny_model(), tiny_config(), w / "tiny.safetensors")
     _image(w / "c.png"), _mask(w / "m.png"), _image(w / "r_compare.jpg", format="JPEG")
     os.link(w / "c.png", w / "c_link.png")  # a hard link: another name, the same file
     (w / "c_sym.png").symlink_to(w / "c.png")
