@@ -170,13 +170,18 @@ def _band_kernels(src, rows_first, bias, y0, y1, n) -> torch.Tensor:
     return kernels.view(b, y1 - y0, w, n, n, -1)
 
 
+def _operands(features, source, rows_first, bias, n):
+    """(padded features, pixel-major source [B, H, W, C_in], head weights, bias), all in the
+    accumulation type: what the forward pass and the backward pass both compute with."""
+    dtype = accumulation_dtype(features, source)
+    src = source.to(dtype).permute(0, 2, 3, 1)  # a view when channels-last
+    return _padded(features, n // 2, dtype), src, rows_first.to(dtype), bias.to(dtype)
+
+
 def _head_forward(features, source, rows_first, bias, n) -> torch.Tensor:
     b, c, h, w = features.shape
-    dtype = accumulation_dtype(features, source)
-    src = source.to(dtype).permute(0, 2, 3, 1)  # [B, H, W, C_in], a view when channels-last
-    padded = _padded(features, n // 2, dtype)
-    rows_first, bias = rows_first.to(dtype), bias.to(dtype)
-    out = torch.empty(b, h, w, c, dtype=dtype, device=features.device)
+    padded, src, rows_first, bias = _operands(features, source, rows_first, bias, n)
+    out = torch.empty(b, h, w, c, dtype=padded.dtype, device=features.device)
     for y0, y1 in _bands(b, h, w, c, n * n):
         kernels = _band_kernels(src, rows_first, bias, y0, y1, n)
         torch.sum(kernels.mul_(_windows(padded, y0, y1, w, n)), dim=(3, 4), out=out[:, y0:y1])
@@ -198,11 +203,9 @@ class _HeadModulation(torch.autograd.Function):
     def backward(ctx, grad_out):  # grad_out: [B, H, W, C]
         features, source, rows_first, bias = ctx.saved_tensors
         n, (b, c, h, w), c_in = ctx.n, features.shape, source.shape[1]
-        r, dtype = n // 2, accumulation_dtype(features, source)
         need_f, need_head = ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:4])
-        src = source.to(dtype).permute(0, 2, 3, 1)
-        padded = _padded(features, r, dtype)
-        weights, shift, grad = rows_first.to(dtype), bias.to(dtype), grad_out.to(dtype)
+        padded, src, weights, shift = _operands(features, source, rows_first, bias, n)
+        r, grad = n // 2, grad_out.to(padded.dtype)
         grad_padded = torch.zeros_like(padded) if need_f else None
         grad_src = src.new_empty(b, h, w, c_in) if need_head else None
         grad_rows, grad_bias = torch.zeros_like(weights), torch.zeros_like(shift)
