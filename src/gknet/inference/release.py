@@ -131,8 +131,8 @@ def read_release_info(path: str | Path) -> dict[str, Any]:
 
 
 def shipped_releases() -> list[dict[str, Any]]:
-    """One row per shipped name: whether it is the default, its file, parameters, training samples
-    and real_val fMSE ratios per subset (from its JSON); ``missing`` where not installed."""
+    """One row per shipped name: whether it is the default, its file, training samples and
+    real_val fMSE ratios per subset (from its JSON); ``missing`` where not installed."""
     rows = []
     for name in SHIPPED:
         row: dict[str, Any] = {"name": name, "default": name == DEFAULT_NAME}
