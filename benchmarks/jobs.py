@@ -140,15 +140,24 @@ def job_semantic(plan: Plan, composite_path: str | None, mask_path: str | None) 
     return out
 
 
-def job_training(plan: Plan, model: str, size: int, precision: str = "fp32", compiled: bool = False) -> dict:
-    """One optimisation step as `gknet train` takes it (``train.precision``), optionally with the
-    forward pass under ``torch.compile`` (its compilation timed apart: ``compile_s``)."""
+def job_training(
+    plan: Plan,
+    model: str,
+    size: int,
+    precision: str = "fp32",
+    layout: str = "channels-last",
+    compiled: bool = False,
+) -> dict:
+    """One optimisation step as `gknet train` takes it (``train.precision``; the channels-last
+    layout, as it trains on the CPU), optionally with the forward pass under ``torch.compile``
+    (its compilation timed apart: ``compile_s``)."""
     from gknet.training.precision import resolve_precision
 
     _prepare(plan)
-    net = build_model(model_config(model), pretrained=False).train()
+    memory_format = {"channels-last": torch.channels_last, "contiguous": torch.contiguous_format}[layout]
+    net = build_model(model_config(model), pretrained=False).train().to(memory_format=memory_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-    composite, mask = _inputs(plan.train_batch, size)
+    composite, mask = (t.contiguous(memory_format=memory_format) for t in _inputs(plan.train_batch, size))
     target = torch.rand_like(composite)
     autocast = resolve_precision(precision, torch.device("cpu")).autocast
     forward = torch.compile(net, dynamic=False) if compiled else net

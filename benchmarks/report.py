@@ -38,21 +38,26 @@ def find(rows: list[dict], **labels) -> dict:
     return next((r for r in rows if all(r.get(k) == v for k, v in labels.items())), {})
 
 
+BASELINE_STEP = {"precision": "fp32", "layout": "contiguous", "compiled": False}
+
+
 def _precision_table(results: dict, s: dict) -> list[str]:
-    """Training steps per ``train.precision`` (and compiled), against float32 of the same model and size."""
+    """Training steps per ``train.precision``, layout (and compiled), against the float32
+    contiguous step of the same model and size."""
     rows = results.get("precision", [])
     if not rows:
         return []
     lines = [
         f"## Training throughput per precision (batch {s['train_batch']}, as `gknet train` steps)",
         "",
-        "fp32 eager is the training row above measured again in this section; `compile`: the forward "
-        "pass under `torch.compile`, its compilation (first step) timed apart.",
+        "fp32 channels-last eager is the training row above measured again in this section; the "
+        "baseline (1.00x) is the fp32 contiguous step; `compile`: the forward pass under "
+        "`torch.compile`, its compilation (first step) timed apart.",
         "",
     ]
 
     def speedup(r):
-        base = find(rows, model=r["model"], size=r["size"], precision="fp32", compiled=False)
+        base = find(rows, model=r["model"], size=r["size"], **BASELINE_STEP)
         return _ratio(base.get("median_s"), r.get("median_s"))
 
     return lines + _table(
@@ -60,11 +65,12 @@ def _precision_table(results: dict, s: dict) -> list[str]:
             "model",
             "size",
             "precision",
+            "layout",
             "compile",
             "step s (median)",
             "images/s",
             "peak MiB",
-            "vs fp32",
+            "vs fp32 contiguous",
             "compile s",
         ],
         [
@@ -72,6 +78,7 @@ def _precision_table(results: dict, s: dict) -> list[str]:
                 r["model"],
                 f"{r['size']}x{r['size']}",
                 r["precision"],
+                r["layout"],
                 "on" if r["compiled"] else "off",
                 fmt(r.get("median_s"), ".3f"),
                 fmt(r.get("images_per_s"), ".1f"),
@@ -104,10 +111,8 @@ def compute_ratios(results: dict) -> dict:
                 )
     precision_rows = []
     for row in results.get("precision", []):
-        base = find(
-            results["precision"], model=row["model"], size=row["size"], precision="fp32", compiled=False
-        )
-        labels = {k: row[k] for k in ("model", "size", "precision", "compiled")}
+        base = find(results["precision"], model=row["model"], size=row["size"], **BASELINE_STEP)
+        labels = {k: row[k] for k in ("model", "size", "precision", "layout", "compiled")}
         precision_rows.append({**labels, "speedup": _ratio(base.get("median_s"), row.get("median_s"))})
     op_rows = []
     for row in results["kernel_modulation"]:

@@ -46,8 +46,15 @@ SECTIONS = (
 # sections whose jobs take a peak memory (measure()): they run a second time, in a memory pass
 # (compiled steps excepted: a second compilation would take minutes for a number eager rows give)
 MEMORY_SECTIONS = ("inference", "training", "precision", "kernel_modulation", "fullres", "onnx")
-# training steps per precision: (precision, torch.compile); compiled at the smallest size only
-PRECISION_RUNS = (("fp32", False), ("bf16", False), ("bf16", True))
+# training steps per precision: (precision, memory layout, torch.compile); compiled at the
+# smallest size only. fp32 contiguous is the baseline (the step before bf16 and channels-last).
+PRECISION_RUNS = (
+    ("fp32", "contiguous", False),
+    ("fp32", "channels-last", False),
+    ("bf16", "contiguous", False),
+    ("bf16", "channels-last", False),
+    ("bf16", "channels-last", True),
+)
 PRECISION_MODELS = ("gknet_small",)
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
 # folder mode: (label, batch size, I/O threads, backend); the first is the one-image-at-a-time loop
@@ -115,10 +122,11 @@ def jobs(plan: Plan, example: Path, folder: Path, only=SECTIONS) -> list[tuple[s
             out.append(("training", {**labels, "batch": plan.train_batch}, J.job_training, labels))
     for size in plan.train_sizes:
         for model in PRECISION_MODELS:
-            for precision, compiled in PRECISION_RUNS:
+            for precision, layout, compiled in PRECISION_RUNS:
                 if compiled and (size != min(plan.train_sizes) or not plan.compile_training):
                     continue
-                labels = {"model": model, "size": size, "precision": precision, "compiled": compiled}
+                labels = {"model": model, "size": size, "precision": precision, "layout": layout}
+                labels["compiled"] = compiled
                 out.append(("precision", {**labels, "batch": plan.train_batch}, J.job_training, labels))
     for size in plan.op_sizes:
         for channels in plan.op_channels:

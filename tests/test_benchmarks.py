@@ -230,10 +230,10 @@ def test_precision_rows_time_each_precision_and_compile_at_the_smallest_size(tmp
         labels
         for section, labels, *_ in bench.jobs(bench.FULL, tmp_path / "absent", tmp_path, only=("precision",))
     ]
-    runs = [(r["size"], r["precision"], r["compiled"]) for r in rows]
-    assert runs == [(128, "fp32", False), (128, "bf16", False), (128, "bf16", True)] + [
-        (256, "fp32", False),
-        (256, "bf16", False),
+    runs = [(r["size"], r["precision"], r["layout"], r["compiled"]) for r in rows]
+    steps = [(p, layout) for p in ("fp32", "bf16") for layout in ("contiguous", "channels-last")]
+    assert runs == [(128, *step, False) for step in steps] + [(128, "bf16", "channels-last", True)] + [
+        (256, *step, False) for step in steps
     ]
     quick = [
         labels
@@ -244,8 +244,11 @@ def test_precision_rows_time_each_precision_and_compile_at_the_smallest_size(tmp
 
 def test_quick_run_times_training_per_precision(training_run):
     _, results, _ = training_run
-    rows = {(r["precision"], r["compiled"]): r for r in results["precision"]}
-    assert set(rows) == {("fp32", False), ("bf16", False)}
+    rows = {(r["precision"], r["layout"], r["compiled"]): r for r in results["precision"]}
+    layouts = ("contiguous", "channels-last")
+    assert set(rows) == {(p, layout, False) for p in ("fp32", "bf16") for layout in layouts}
     assert all(r["median_s"] > 0 and r["peak_mib"] > 0 for r in rows.values())
-    ratio = {r["precision"]: r["speedup"] for r in results["ratios"]["precision_vs_fp32"]}
-    assert ratio["bf16"] == pytest.approx(rows["fp32", False]["median_s"] / rows["bf16", False]["median_s"])
+    ratio = {(r["precision"], r["layout"]): r["speedup"] for r in results["ratios"]["precision_vs_fp32"]}
+    base = rows["fp32", "contiguous", False]["median_s"]
+    for (precision, layout, _), row in rows.items():
+        assert ratio[precision, layout] == pytest.approx(base / row["median_s"])

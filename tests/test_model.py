@@ -157,21 +157,24 @@ def test_kernel_heads_run_whole_off_the_cpu():
 
 def test_fused_kernel_heads_train_like_the_reference_path():
     """With gradients the fused heads save no kernels and recompute them in the backward pass:
-    outputs and every parameter's gradient equal the reference path's."""
+    outputs and every parameter's gradient equal the reference path's, in either memory layout
+    (the trainer runs channels-last on the CPU)."""
     model = build_model(tiny_config(kpb_levels=2, widths=(8, 16, 32))).train()
     x, m = inputs(2, 40, 56)
     results = []
-    for fused in (True, False):
+    contiguous, channels_last = torch.contiguous_format, torch.channels_last
+    for fused, layout in ((False, contiguous), (True, contiguous), (True, channels_last)):
         model.fused_heads = fused
-        model.zero_grad()
-        out = model(x, m)
+        model.to(memory_format=layout).zero_grad()
+        out = model(*(t.contiguous(memory_format=layout) for t in (x, m)))
         out.square().mean().backward()
         results.append((out, {k: p.grad.clone() for k, p in model.named_parameters()}))
-    (out, grads), (reference, expected) = results
-    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
-    assert grads.keys() == expected.keys()
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    (reference, expected), *variants = results
+    for out, grads in variants:
+        torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+        assert grads.keys() == expected.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_eval_is_deterministic():

@@ -92,6 +92,24 @@ def test_train_runs_on_train_threads_and_restores_the_thread_count(tmp_path):
         torch.set_num_threads(before)
 
 
+def test_cpu_training_runs_the_network_channels_last(tmp_path):
+    """oneDNN's layout: the weights, and the batches the network sees, are channels-last."""
+    from gknet.training.loop import Trainer
+
+    items = [
+        {"composite": torch.rand(3, 16, 16), "mask": torch.ones(1, 16, 16), "target": torch.rand(3, 16, 16)}
+        for _ in range(2)
+    ]
+    cfg = Config(model=tiny_config(), train=TrainConfig(image_size=16, batch_size=2, max_steps=1, threads=1))
+    trainer = Trainer(cfg, tmp_path / "run", datasets=(ItemList(items), ItemList(items)))
+    convs = [p for p in trainer.model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    trainer._train_step({k: torch.stack([it[k] for it in items]) for k in items[0]})
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_epoch_batches_shard_each_global_batch_deterministically():
     whole = epoch_batches(23, 6, seed=3, epoch=1)
     assert len(whole) == 3 and all(len(b) == 6 for b in whole)  # remainder of 23 // 6 dropped
