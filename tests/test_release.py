@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +65,36 @@ def test_corrupt_weights(tmp_path):
     path.write_bytes(b"garbage" * 10)
     with pytest.raises(GknetError, match="cannot read"):
         load_release(path)
+
+
+def test_interpolate_weights_script_mixes_two_releases(tmp_path, tiny_release, capsys):
+    """scripts/interpolate_weights.py: (1 - a) x A + a x B tensor by tensor, both ends exact, one
+    error line (and nothing written) for an output over an input or another architecture."""
+    import importlib.util
+
+    from gknet.inference.release import read_release, save_release
+    from tests.conftest import tiny_config, tiny_model
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "interpolate_weights.py"
+    spec = importlib.util.spec_from_file_location("interpolate_weights", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    other = save_release(tiny_model(seed=1), tiny_config(), tmp_path / "other.safetensors")
+    first, second = (read_release(p).model.state_dict() for p in (tiny_release, other))
+    for weight in (0.0, 0.3, 1.0):
+        out = tmp_path / f"mix_{weight}.safetensors"
+        assert script.main([str(tiny_release), str(other), str(weight), "-o", str(out)]) == 0
+        mixed = read_release(out).model.state_dict()
+        for name, tensor in mixed.items():
+            a, b = first[name], second[name]
+            expected = a + weight * (b - a) if a.is_floating_point() else b
+            torch.testing.assert_close(tensor, expected, atol=1e-6, rtol=0, msg=name)
+    capsys.readouterr()
+    before = other.read_bytes()
+    assert script.main([str(tiny_release), str(other), "0.5", "-o", str(other)]) == 1
+    wide_cfg = tiny_config(widths=(8, 24))
+    wide = save_release(tiny_model(wide_cfg), wide_cfg, tmp_path / "wide")
+    assert script.main([str(tiny_release), str(wide), "0.5", "-o", str(tmp_path / "bad.safetensors")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert other.read_bytes() == before and not (tmp_path / "bad.safetensors").exists()
