@@ -169,13 +169,20 @@ class DataConfig:
     # The film_grade family (object and scene) when ../film_luts lies beside the photos; false
     # leaves it out, e.g. for a run without it at an equal budget.
     film_grades: bool = True
+    # Real composites labelled realistic (Lalonde & Efros's layout: composites/, masks/,
+    # labels.csv) mixed in as items that must stay unchanged, at realistic_share of the training
+    # items; half of them are held out (gknet.data.realistic). "" = none.
+    realistic_composites: str = ""
+    realistic_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):
             raise ConfigError(f"data.source must be synthetic, iharmony4 or folder, got {self.source!r}")
         _real("data.val_fraction", self.val_fraction, 0, 1, open_low=True)
-        for name in ("same_category_share", "harmonious_share", "mild_share"):
+        for name in ("same_category_share", "harmonious_share", "mild_share", "realistic_share"):
             _real(f"data.{name}", getattr(self, name), 0, 1, open_high=False)
+        if self.realistic_share and not self.realistic_composites:
+            raise ConfigError("data.realistic_share needs data.realistic_composites (the folder)")
         for name in ("val_size", "seed", "workers"):
             _integer(f"data.{name}", getattr(self, name), 0)
         if self.edit_modes or self.edit_families:

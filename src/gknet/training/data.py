@@ -108,7 +108,21 @@ def _split_samples(samples: SampleDataset, data: DataConfig, train: TrainConfig,
 
 
 def build_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Dataset]:
-    """(training dataset, validation dataset) for the config; validation is capped at data.val_size."""
+    """(training dataset, validation dataset) for the config; validation is capped at data.val_size.
+    With ``data.realistic_share`` a share of the training items are real realistic composites."""
+    fit, val = _source_datasets(data, train)
+    if data.realistic_share:
+        from gknet.data.realistic import RealisticComposites, WithRealistic
+
+        folder = Path(data.realistic_composites).expanduser()
+        if not folder.is_dir():
+            raise GknetError(f"data.realistic_composites is not a directory: {folder}")
+        realistic = RealisticComposites(folder, train.image_size, train.crop_scale, train.hflip)
+        fit = WithRealistic(fit, realistic, data.realistic_share, data.seed)
+    return fit, val
+
+
+def _source_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Dataset]:
     if not data.root:
         raise GknetError("data.root is not set: the photo folder, iHarmony4 root or triplet folder")
     root = Path(data.root).expanduser()
