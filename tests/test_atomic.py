@@ -147,6 +147,11 @@ def test_an_interrupt_just_after_the_temporary_is_created_leaves_no_file(tmp_pat
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C at the worst moment: the file exists
 
     monkeypatch.setattr(atomic, "_create", create_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        write_atomic(tmp_path / "out.txt", "data")
+    # Python's own Ctrl+C handler, also where the suite runs in the background (SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_atomic(tmp_path / "out.txt", "data")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
