@@ -57,6 +57,8 @@ class Plan:
     kernel_size: int = 3
     threads: int = 0  # torch CPU threads; 0 = torch's default
     compile_training: bool = True  # also time a torch.compile'd training step (minutes to compile)
+    # every precision x layout step; False: the baseline (fp32 contiguous) and the default only
+    every_training_step: bool = True
 
 
 def _peak_rss() -> int:

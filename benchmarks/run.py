@@ -55,6 +55,7 @@ PRECISION_RUNS = (
     ("bf16", "channels-last", False),
     ("bf16", "channels-last", True),
 )
+BASELINE, DEFAULT = ("fp32", "contiguous"), ("bf16", "channels-last")  # before and now, on the CPU
 PRECISION_MODELS = ("gknet_small",)
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
 # folder mode: (label, batch size, I/O threads, backend); the first is the one-image-at-a-time loop
@@ -93,6 +94,7 @@ QUICK = Plan(
     process_runs=1,
     folder_images=16,
     compile_training=False,
+    every_training_step=False,
 )
 
 
@@ -124,6 +126,8 @@ def jobs(plan: Plan, example: Path, folder: Path, only=SECTIONS) -> list[tuple[s
         for model in PRECISION_MODELS:
             for precision, layout, compiled in PRECISION_RUNS:
                 if compiled and (size != min(plan.train_sizes) or not plan.compile_training):
+                    continue
+                if not plan.every_training_step and (precision, layout) not in (BASELINE, DEFAULT):
                     continue
                 labels = {"model": model, "size": size, "precision": precision, "layout": layout}
                 labels["compiled"] = compiled
