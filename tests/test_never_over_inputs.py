@@ -128,6 +128,11 @@ CASES = {
         ["train", "--config", "{w}/tiny.yaml", "--out", "{w}/triplets/run", "--device", "cpu"],
         INSIDE,
     ),
+    "train --out inside its realistic composites": (
+        ["train", "--config", "{w}/tiny.yaml", "--out", "{w}/photos/run", "--device", "cpu"]
+        + ["--set", "data.realistic_composites={w}/photos", "--set", "data.realistic_share=0.1"],
+        INSIDE,
+    ),
     "train --config the run's config.yaml": (
         ["train", "--config", "{w}/oldrun/config.yaml", "--out", "{w}/oldrun", "--device", "cpu"],
         IS_INPUT,

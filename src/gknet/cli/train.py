@@ -77,5 +77,6 @@ def _check_run_folder(cfg, out, config_file: str | None) -> None:
     from gknet.io.guard import Inputs
 
     weights = release_files(cfg.train.init_weights) if cfg.train.init_weights else ()
-    folders = [Path(root).expanduser() for root in (cfg.data.root, cfg.data.real_val) if root]
+    read = (cfg.data.root, cfg.data.real_val, cfg.data.realistic_composites)
+    folders = [Path(root).expanduser() for root in read if root]
     Inputs([config_file, *weights], folders).check(out, out / "config.yaml", out / "log.jsonl", out / "ckpt")
