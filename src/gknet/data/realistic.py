@@ -17,10 +17,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from gknet.data.augment import random_resized_crop_flip
+from gknet.data.samples import Sample, triplet_item
 from gknet.data.split import is_validation
 from gknet.errors import GknetError
 from gknet.evaluation.realism import read_labels
-from gknet.io.images import load_mask, load_rgb, to_tensor_image
 
 HELD_OUT_SEED, HELD_OUT_FRACTION = 0, 0.5
 
@@ -34,33 +34,27 @@ class RealisticComposites(Dataset):
     """The training half of the ``realistic`` composites under ``root``: items whose target is
     their composite, random-resized-cropped and flipped like the other training items."""
 
-    def __init__(self, root: str | Path, image_size: int, crop_scale=(0.5, 1.0), hflip=True, seed=0):
+    def __init__(self, root: str | Path, image_size: int, crop_scale=(0.5, 1.0), hflip=True):
         self.root = Path(root).expanduser()
         labels = read_labels(self.root)
         self.names = sorted(n for n, label in labels.items() if label == "realistic" and not is_held_out(n))
         if not self.names:
             raise GknetError(f"{self.root} has no realistic composites outside the held-out half")
-        self.image_size, self.crop_scale, self.hflip, self.seed = image_size, crop_scale, hflip, seed
+        self.image_size, self.crop_scale, self.hflip = image_size, crop_scale, hflip
 
     def __len__(self) -> int:
         return len(self.names)
 
     def item(self, index: int, rng: np.random.Generator) -> dict:
         name = self.names[index]
-        composite = load_rgb(self.root / "composites" / f"{name}.jpg")
-        mask = load_mask(self.root / "masks" / f"{name}.png")
-        if mask.size != composite.size:
-            raise GknetError(f"{name}: composite {composite.size} and mask {mask.size} differ in size")
+        sample = Sample(
+            name, "realistic", self.root / "composites" / f"{name}.jpg", self.root / "masks" / f"{name}.png"
+        )
+        composite, mask, _ = sample.load()
         composite, mask = random_resized_crop_flip(
             [composite, mask], self.image_size, self.crop_scale, self.hflip, rng
         )
-        image = to_tensor_image(composite)
-        return {
-            "composite": image,
-            "mask": (to_tensor_image(mask) > 0.5).float(),
-            "target": image,
-            "name": name,
-        }
+        return triplet_item([composite, mask, composite], name)
 
 
 class WithRealistic(Dataset):

@@ -1,4 +1,4 @@
-"""Sample records shared by the benchmark and folder datasets.
+"""Sample records shared by the benchmark and folder datasets, and the training item they become.
 
 A dataset is a sequence of :class:`Sample` (file paths only, cheap to list); images are
 read through :mod:`gknet.io.images` when a sample is loaded, so a missing or
@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from gknet.errors import GknetError
-from gknet.io.images import load_mask, load_rgb
+from gknet.io.images import load_mask, load_rgb, to_tensor_image
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,17 @@ class Sample:
                     f"{self.composite} is {composite.size[0]}x{composite.size[1]}"
                 )
         return composite, mask, target
+
+
+def triplet_item(images: list[Image.Image], name: str) -> dict:
+    """(composite, mask, target) PIL images -> a training item."""
+    composite, mask, target = images
+    return {
+        "composite": to_tensor_image(composite),
+        "mask": (to_tensor_image(mask) > 0.5).float(),
+        "target": to_tensor_image(target),
+        "name": name,
+    }
 
 
 class SampleDataset(Sequence):

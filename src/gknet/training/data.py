@@ -25,26 +25,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from gknet.config import DataConfig, TrainConfig
 from gknet.data.augment import random_resized_crop_flip, resize_triplet
-from gknet.data.samples import SampleDataset
+from gknet.data.samples import SampleDataset, triplet_item
 from gknet.data.split import is_validation
 from gknet.errors import GknetError
-from gknet.io.images import to_tensor_image
-
-
-def triplet_item(images: list[Image.Image], name: str) -> dict:
-    """(composite, mask, target) PIL images -> a training item."""
-    composite, mask, target = images
-    return {
-        "composite": to_tensor_image(composite),
-        "mask": (to_tensor_image(mask) > 0.5).float(),
-        "target": to_tensor_image(target),
-        "name": name,
-    }
 
 
 class TripletDataset(Dataset):
