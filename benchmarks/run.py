@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from benchmarks import jobs as J
 from benchmarks.measure import REPO, Plan, isolated, machine_info, merged
-from benchmarks.report import VERDICT, compute_ratios, compute_targets, write_outputs
+from benchmarks.report import BASELINE_STEP, VERDICT, compute_ratios, compute_targets, write_outputs
 from gknet.data.iharmony4 import IHarmony4
 from gknet.errors import GknetError
 
@@ -47,7 +47,8 @@ SECTIONS = (
 # (compiled steps excepted: a second compilation would take minutes for a number eager rows give)
 MEMORY_SECTIONS = ("inference", "training", "precision", "kernel_modulation", "fullres", "onnx")
 # training steps per precision: (precision, memory layout, torch.compile); compiled at the
-# smallest size only. fp32 contiguous is the baseline (the step before bf16 and channels-last).
+# smallest size only. The quick plan times only the baseline (report.BASELINE_STEP: the step
+# before bf16 and channels-last) and the default (what gknet train takes on the CPU now).
 PRECISION_RUNS = (
     ("fp32", "contiguous", False),
     ("fp32", "channels-last", False),
@@ -55,7 +56,7 @@ PRECISION_RUNS = (
     ("bf16", "channels-last", False),
     ("bf16", "channels-last", True),
 )
-BASELINE, DEFAULT = ("fp32", "contiguous"), ("bf16", "channels-last")  # before and now, on the CPU
+BASELINE, DEFAULT = (BASELINE_STEP["precision"], BASELINE_STEP["layout"]), ("bf16", "channels-last")
 PRECISION_MODELS = ("gknet_small",)
 SCALING_MODELS = ("gknet_small", "unet_small")  # also measured at Plan.scaling_sizes
 # folder mode: (label, batch size, I/O threads, backend); the first is the one-image-at-a-time loop
@@ -129,8 +130,13 @@ def jobs(plan: Plan, example: Path, folder: Path, only=SECTIONS) -> list[tuple[s
                     continue
                 if not plan.every_training_step and (precision, layout) not in (BASELINE, DEFAULT):
                     continue
-                labels = {"model": model, "size": size, "precision": precision, "layout": layout}
-                labels["compiled"] = compiled
+                labels = {
+                    "model": model,
+                    "size": size,
+                    "precision": precision,
+                    "layout": layout,
+                    "compiled": compiled,
+                }
                 out.append(("precision", {**labels, "batch": plan.train_batch}, J.job_training, labels))
     for size in plan.op_sizes:
         for channels in plan.op_channels:
