@@ -33,6 +33,17 @@ def tiny_model(cfg: ModelConfig | None = None, seed: int = 0) -> torch.nn.Module
         return build_model(cfg or tiny_config())
 
 
+def load_script(name: str):
+    """The module of ``scripts/NAME.py`` (scripts are not a package: loaded by path)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 @pytest.fixture(scope="session")
 def tiny_release(tmp_path_factory) -> Path:
     """Release files (``tiny.safetensors`` + ``tiny.json``) of :func:`tiny_model`, written once per

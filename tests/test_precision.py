@@ -3,8 +3,6 @@ and a bfloat16 run that checkpoints, resumes bit for bit and exports float32 wei
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +17,7 @@ from gknet.models.ops import kernel_modulation
 from gknet.training import train
 from gknet.training.precision import resolve_precision
 from gknet.training.state import load_state
-from tests.conftest import tiny_config
+from tests.conftest import load_script, tiny_config
 from tests.train_helpers import checkpoint_tensors, tiny_train_config, write_triplet_folder
 
 CPU = torch.device("cpu")
@@ -107,17 +105,13 @@ def test_bf16_run_resumes_bit_identically_and_exports_float32(tmp_path):
 def test_gpu_check_script_runs_on_the_cpu(tmp_path, capsys):
     """scripts/gpu_check.py with --device cpu: the same code a GPU machine runs, every precision the
     CPU serves ok, fp16 refused with one clear line (and a non-zero exit)."""
-    import importlib.util
     import json
 
     import yaml
 
     from gknet.config import to_dict
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("gpu_check")
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(to_dict(tiny_train_config(tmp_path))))
     common = ["--device", "cpu", "--config", str(config), "--steps", "3", "--resume-steps", "1"]

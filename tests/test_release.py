@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -70,15 +69,10 @@ def test_corrupt_weights(tmp_path):
 def test_interpolate_weights_script_mixes_two_releases(tmp_path, tiny_release, capsys):
     """scripts/interpolate_weights.py: (1 - a) x A + a x B tensor by tensor, both ends exact, one
     error line (and nothing written) for an output over an input or another architecture."""
-    import importlib.util
+    from gknet.inference.release import read_release
+    from tests.conftest import load_script, tiny_model
 
-    from gknet.inference.release import read_release, save_release
-    from tests.conftest import tiny_config, tiny_model
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "interpolate_weights.py"
-    spec = importlib.util.spec_from_file_location("interpolate_weights", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("interpolate_weights")
     other = save_release(tiny_model(seed=1), tiny_config(), tmp_path / "other.safetensors")
     first, second = (read_release(p).model.state_dict() for p in (tiny_release, other))
     for weight in (0.0, 0.3, 1.0):

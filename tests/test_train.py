@@ -76,11 +76,17 @@ class ThreadSpy(ItemList):
         return super().__getitem__(index)
 
 
-def test_train_runs_on_train_threads_and_restores_the_thread_count(tmp_path):
-    items = [
-        {"composite": torch.rand(3, 16, 16), "mask": torch.ones(1, 16, 16), "target": torch.rand(3, 16, 16)}
-        for _ in range(2)
+def random_items(count: int, size: int = 16) -> list[dict]:
+    """Training items of random pixels with a full mask."""
+    shape = (size, size)
+    return [
+        {"composite": torch.rand(3, *shape), "mask": torch.ones(1, *shape), "target": torch.rand(3, *shape)}
+        for _ in range(count)
     ]
+
+
+def test_train_runs_on_train_threads_and_restores_the_thread_count(tmp_path):
+    items = random_items(2)
     spy = ThreadSpy(items)
     cfg = Config(model=tiny_config(), train=TrainConfig(image_size=16, batch_size=2, max_steps=1, threads=1))
     before = torch.get_num_threads()
@@ -96,10 +102,7 @@ def test_cpu_training_runs_the_network_channels_last(tmp_path):
     """oneDNN's layout: the weights, and the batches the network sees, are channels-last."""
     from gknet.training.loop import Trainer
 
-    items = [
-        {"composite": torch.rand(3, 16, 16), "mask": torch.ones(1, 16, 16), "target": torch.rand(3, 16, 16)}
-        for _ in range(2)
-    ]
+    items = random_items(2)
     cfg = Config(model=tiny_config(), train=TrainConfig(image_size=16, batch_size=2, max_steps=1, threads=1))
     trainer = Trainer(cfg, tmp_path / "run", datasets=(ItemList(items), ItemList(items)))
     convs = [p for p in trainer.model.parameters() if p.dim() == 4]
