@@ -131,6 +131,7 @@ def test_frozen_and_override():
         ("train.seed=-1", "train.seed must be an integer >= 0"),
         ("data.val_fraction=.nan", "data.val_fraction must be a finite number in (0, 1)"),
         ("data.workers=-2", "data.workers must be an integer >= 0"),
+        ("data.cache_mb=-1", "data.cache_mb must be a finite number in [0, inf)"),
         ("model.lre_heads=0", "model.lre_heads must be an integer >= 1"),
         ("model.scf_groups=0", "model.scf_groups must be an integer >= 1"),
         ("model.lre_mlp_ratio=.nan", "model.lre_mlp_ratio must be a finite number in (0, inf)"),

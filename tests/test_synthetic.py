@@ -12,6 +12,7 @@ from gknet.data.split import is_validation
 from gknet.data.synthetic import SyntheticComposites, list_photos
 from gknet.data.transfers import IlluminationMaps
 from gknet.errors import GknetError
+from gknet.io.images import to_pil_image
 from tests.conftest import require_shared
 
 
@@ -294,3 +295,38 @@ def test_the_config_edit_mix_reaches_the_training_data():
             assert info["mode"] == "object" and info["object"]["families"] == [only]
     default, _ = build_datasets(replace(data, edit_modes={}, edit_families={}), TrainConfig(image_size=32))
     assert len({default.sample(i)[1]["mode"] for i in range(30)}) == 3
+
+
+def _photo_folder(root, count=6, size=40):
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for k in range(count):
+        image, mask = (to_pil_image(t) for t in _scene(size, seed=k))
+        image.save(root / "images" / f"p{k}.jpg")
+        mask.save(root / "masks" / f"p{k}.png")
+    return root
+
+
+def test_decoded_photo_cache_gives_the_same_items_within_its_budget(tmp_path):
+    root = _photo_folder(tmp_path)
+    options = {"image_size": 32, "val_fraction": 0.2, "illumination_maps": False, "film_luts": False}
+    per_photo = 40 * 40 * 4  # RGB + mask bytes
+    plain = SyntheticComposites(root, **options)
+    cached = SyntheticComposites(root, cache_mb=1, **options)
+    small = SyntheticComposites(root, cache_mb=2.5 * per_photo / 2**20, **options)
+    for epoch in (0, 1):
+        for ds in (plain, cached, small):
+            ds.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b, c = plain[i], cached[i], small[i]
+            for key in ("composite", "mask", "target"):
+                assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key])
+    assert set(cached._decoded) == set(plain.pool)  # references are photos of the split too
+    assert len(small._decoded) == 2 and not plain._decoded
+    # Cached photos are no longer read from disk.
+    before = cached[0]["composite"]
+    for path in (root / "images").iterdir():
+        path.unlink()
+    assert torch.equal(cached[0]["composite"], before)
+    with pytest.raises(GknetError, match="disappeared"):
+        plain[0]

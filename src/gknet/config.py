@@ -174,6 +174,10 @@ class DataConfig:
     # items; half of them are held out (gknet.data.realistic). "" = none.
     realistic_composites: str = ""
     realistic_share: float = 0.0
+    # Decoded synthetic-source photos and masks kept in memory, per dataset and process, up to
+    # this many MiB: decoding is about a third of an item's cost and every epoch reads every photo
+    # again (the 1,999 photos of ../shared/data/photos take about 520 MiB). 0 keeps none.
+    cache_mb: float = 1024.0
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "iharmony4", "folder"):
@@ -181,6 +185,7 @@ class DataConfig:
         _real("data.val_fraction", self.val_fraction, 0, 1, open_low=True)
         for name in ("same_category_share", "harmonious_share", "mild_share", "realistic_share"):
             _real(f"data.{name}", getattr(self, name), 0, 1, open_high=False)
+        _real("data.cache_mb", self.cache_mb, 0)
         if self.realistic_share and not self.realistic_composites:
             raise ConfigError("data.realistic_share needs data.realistic_composites (the folder)")
         for name in ("val_size", "seed", "workers"):

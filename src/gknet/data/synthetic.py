@@ -108,6 +108,8 @@ class SyntheticComposites(torch.utils.data.Dataset):
     ``same_category_share``, see :mod:`gknet.data.categories`), False ignores it, or a path.
     ``mode_probs`` and ``family_weights`` change the edit mix (e.g. {"object": 1} for
     object-only edits); ``harmonious_share`` and ``mild_share``: see :func:`make_composite`.
+    ``cache_mb``: decoded photos and masks kept in memory up to this size (decoding is about a
+    third of an item's cost, and every epoch reads every photo again); 0 keeps none.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class SyntheticComposites(torch.utils.data.Dataset):
         harmonious_share: float = HARMONIOUS_SHARE,
         mild_share: float = MILD_FRACTION,
         film_luts: str | Path | bool = True,
+        cache_mb: float = 0.0,
     ) -> None:
         if split not in ("train", "val"):
             raise GknetError(f"split must be 'train' or 'val', got {split!r}")
@@ -175,6 +178,8 @@ class SyntheticComposites(torch.utils.data.Dataset):
             raise GknetError(f"bad edit mix: unknown {unknown} or no positive weight")
         self.mode_probs, self.family_weights = dict(mode_probs), dict(family_weights)
         self._small: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # reference photos, reduced
+        self._decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache_left = int(cache_mb * 2**20)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -195,9 +200,16 @@ class SyntheticComposites(torch.utils.data.Dataset):
         raise GknetError(f"photo {name} disappeared from {self.root / 'images'}")
 
     def _load(self, name: str) -> tuple[Image.Image, Image.Image]:
+        if name in self._decoded:
+            return tuple(Image.fromarray(a) for a in self._decoded[name])
         image, mask = load_rgb(self._image_path(name)), load_mask(self.root / "masks" / f"{name}.png")
         if image.size != mask.size:
             raise GknetError(f"{name}: image {image.size} and mask {mask.size} differ in size")
+        arrays = np.asarray(image), np.asarray(mask)
+        size = sum(a.nbytes for a in arrays)
+        if size <= self._cache_left:
+            self._decoded[name] = arrays
+            self._cache_left -= size
         return image, mask
 
     def _crop(self, image, mask, rng):

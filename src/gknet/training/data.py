@@ -129,6 +129,7 @@ def _source_datasets(data: DataConfig, train: TrainConfig) -> tuple[Dataset, Dat
             "harmonious_share": data.harmonious_share,
             "mild_share": data.mild_share,
             "film_luts": data.film_grades,
+            "cache_mb": data.cache_mb,
         }
         fit = SyntheticComposites(root, "train", crop_scale=train.crop_scale, hflip=train.hflip, **common)
         val = SyntheticComposites(root, "val", limit=data.val_size, **common)
